@@ -1,0 +1,537 @@
+"""The catalog: the only code in davfs that speaks SQL.
+
+Every public method is one transaction, so every change a client can observe is atomic:
+a PUT's new version, a MOVE, a recursive DELETE. Versions are never rewritten. A
+replaced or deleted file's version is *retired*, not removed: it keeps its chunks
+referenced so a download that started on it still finds every block, and a later
+``gc`` (after a grace period) drops retired versions and then the chunks nobody
+references. Nothing here deletes from a store.
+
+Written against SQLAlchemy Core with nothing engine-specific outside ``dialect.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.exc import IntegrityError as SqlIntegrityError
+
+from davfs.catalog import schema
+from davfs.catalog.dialect import WRITE, make_engine
+from davfs.catalog.schema import (
+    chunks,
+    dead_props,
+    extents,
+    meta,
+    nodes,
+    upload_chunks,
+    uploads,
+    versions,
+)
+from davfs.errors import AlreadyExists, CatalogError, NotAFolder, NotFound
+from davfs.snapshot import ChunkInfo, Extent, FileSnapshot
+
+ROOT_ID = 1
+_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A folder or file as the provider sees it (one row of the tree plus its version)."""
+
+    id: int
+    parent_id: int | None
+    name: str
+    is_dir: bool
+    created: float
+    modified: float
+    version_id: int | None
+    size: int
+    etag: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    """A chunk an upload has stored, ready to be committed."""
+
+    chunk_hash: str
+    locator: str
+    size: int
+    block_size: int
+    block_hashes: bytes
+
+
+def content_etag(chunk_hashes: Iterable[str], size: int) -> str:
+    """Strong ETag derived from content: equal bytes give equal tags, across instances."""
+    digest = hashlib.sha256(str(size).encode())
+    for chunk_hash in chunk_hashes:
+        digest.update(chunk_hash.encode())
+    return digest.hexdigest()[:32]
+
+
+_NODE_COLUMNS = (
+    nodes.c.id,
+    nodes.c.parent_id,
+    nodes.c.name,
+    nodes.c.is_dir,
+    nodes.c.created,
+    nodes.c.modified,
+    nodes.c.version_id,
+    versions.c.size,
+    versions.c.etag,
+)
+_NODE_FROM = nodes.outerjoin(versions, nodes.c.version_id == versions.c.id)
+
+
+def _node(row: object) -> Node:
+    r = row._mapping  # type: ignore[attr-defined]
+    return Node(
+        id=r["id"],
+        parent_id=r["parent_id"],
+        name=r["name"],
+        is_dir=bool(r["is_dir"]),
+        created=r["created"],
+        modified=r["modified"],
+        version_id=r["version_id"],
+        size=r["size"] or 0,
+        etag=r["etag"],
+    )
+
+
+class Catalog:
+    """Paths → nodes → versions → chunks, in one database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._migrate()
+
+    # --- connections -------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _migrate(self) -> None:
+        schema.metadata.create_all(self.engine)
+        with self._write() as conn:
+            current = conn.scalar(select(meta.c.value).where(meta.c.key == "schema_version"))
+            if current is None:
+                conn.execute(insert(meta).values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
+                now = time.time()
+                conn.execute(
+                    insert(nodes).values(
+                        id=ROOT_ID, parent_id=None, name="", is_dir=True, version_id=None,
+                        created=now, modified=now,
+                    )
+                )
+                return
+            version = int(current)
+            if version > schema.SCHEMA_VERSION:
+                raise CatalogError(
+                    f"catalog schema {version} is newer than this davfs ({schema.SCHEMA_VERSION}); upgrade davfs"
+                )
+            while version < schema.SCHEMA_VERSION:
+                schema.MIGRATIONS[version](conn)
+                version += 1
+            conn.execute(
+                update(meta).where(meta.c.key == "schema_version").values(value=str(version))
+            )
+
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            return int(conn.scalar(select(meta.c.value).where(meta.c.key == "schema_version")))
+
+    # --- lookups -----------------------------------------------------------------
+
+    def resolve(self, segments: Sequence[str]) -> Node | None:
+        """The node at a path given as its segments (``[]`` is the root)."""
+        with self._read() as conn:
+            return self._resolve(conn, segments)
+
+    def _resolve(self, conn: Connection, segments: Sequence[str]) -> Node | None:
+        row = conn.execute(select(*_NODE_COLUMNS).select_from(_NODE_FROM).where(nodes.c.id == ROOT_ID)).first()
+        node = _node(row)
+        for name in segments:
+            if not node.is_dir:
+                return None
+            row = conn.execute(
+                select(*_NODE_COLUMNS)
+                .select_from(_NODE_FROM)
+                .where(nodes.c.parent_id == node.id, nodes.c.name == name)
+            ).first()
+            if row is None:
+                return None
+            node = _node(row)
+        return node
+
+    def get(self, node_id: int) -> Node | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(*_NODE_COLUMNS).select_from(_NODE_FROM).where(nodes.c.id == node_id)
+            ).first()
+            return _node(row) if row is not None else None
+
+    def children(self, folder_id: int) -> list[Node]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(*_NODE_COLUMNS)
+                .select_from(_NODE_FROM)
+                .where(nodes.c.parent_id == folder_id)
+                .order_by(nodes.c.name)
+            )
+            return [_node(r) for r in rows]
+
+    def snapshot(self, version_id: int, path: str) -> FileSnapshot:
+        """Everything a download of one version needs, read in one statement."""
+        with self._read() as conn:
+            head = conn.execute(
+                select(versions.c.size, versions.c.etag, nodes.c.modified)
+                .select_from(versions.outerjoin(nodes, nodes.c.id == versions.c.node_id))
+                .where(versions.c.id == version_id)
+            ).first()
+            if head is None:
+                raise NotFound(f"version {version_id} of {path}")
+            rows = conn.execute(
+                select(
+                    extents.c.offset, extents.c.length, chunks.c.chunk_hash, chunks.c.locator,
+                    chunks.c.size, chunks.c.block_size, chunks.c.block_hashes,
+                )
+                .select_from(extents.join(chunks, chunks.c.chunk_hash == extents.c.chunk_hash))
+                .where(extents.c.version_id == version_id)
+                .order_by(extents.c.seq)
+            ).all()
+        parts = tuple(
+            Extent(ChunkInfo(r.chunk_hash, r.locator, r.size, r.block_size, bytes(r.block_hashes)), r.offset, r.length)
+            for r in rows
+        )
+        if sum(e.length for e in parts) != head.size:
+            raise CatalogError(f"version {version_id} of {path} has missing extents; run `davfs fsck`")
+        return FileSnapshot(path, version_id, head.size, head.modified or 0.0, head.etag, parts)
+
+    def find_chunk(self, chunk_hash: str) -> StoredChunk | None:
+        """A chunk already stored with this content, for dedup."""
+        with self._read() as conn:
+            r = conn.execute(select(chunks).where(chunks.c.chunk_hash == chunk_hash)).first()
+        if r is None:
+            return None
+        return StoredChunk(r.chunk_hash, r.locator, r.size, r.block_size, bytes(r.block_hashes))
+
+    def dead_props(self, node_id: int) -> dict[str, str]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(dead_props.c.name, dead_props.c.value).where(dead_props.c.node_id == node_id)
+            )
+            return {r.name: r.value for r in rows}
+
+    def children_dead_props(self, folder_id: int) -> dict[int, dict[str, str]]:
+        """Dead properties of every member of a folder, in one query (PROPFIND Depth 1)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(dead_props.c.node_id, dead_props.c.name, dead_props.c.value)
+                .select_from(dead_props.join(nodes, nodes.c.id == dead_props.c.node_id))
+                .where(nodes.c.parent_id == folder_id)
+            )
+            result: dict[int, dict[str, str]] = {}
+            for r in rows:
+                result.setdefault(r.node_id, {})[r.name] = r.value
+            return result
+
+    def used_bytes(self) -> int:
+        """Logical size of every current file."""
+        with self._read() as conn:
+            return int(
+                conn.scalar(
+                    select(func.coalesce(func.sum(versions.c.size), 0)).select_from(
+                        nodes.join(versions, nodes.c.version_id == versions.c.id)
+                    )
+                )
+            )
+
+    def walk(self, folder_id: int = ROOT_ID, prefix: str = "") -> Iterator[tuple[str, Node]]:
+        """Every node below a folder as (path, node), parents before children."""
+        for child in self.children(folder_id):
+            path = f"{prefix}/{child.name}"
+            yield path, child
+            if child.is_dir:
+                yield from self.walk(child.id, path)
+
+    # --- changes -----------------------------------------------------------------
+
+    def mkdir(self, parent_id: int, name: str) -> Node:
+        with self._write() as conn:
+            self._require_folder(conn, parent_id)
+            now = time.time()
+            try:
+                node_id = conn.execute(
+                    insert(nodes).values(
+                        parent_id=parent_id, name=name, is_dir=True, version_id=None,
+                        created=now, modified=now,
+                    )
+                ).inserted_primary_key[0]
+            except SqlIntegrityError:
+                raise AlreadyExists(name) from None
+        return Node(node_id, parent_id, name, True, now, now, None, 0, None)
+
+    def create_empty_file(self, parent_id: int, name: str) -> Node:
+        """A 0-byte file (LOCK on an unmapped URL). PUT uses :meth:`commit_file`."""
+        return self.commit_file(parent_id, name, upload_id=None, stored=(), size=0, mtime=None)[0]
+
+    def begin_upload(self, path: str) -> int:
+        with self._write() as conn:
+            return int(conn.execute(insert(uploads).values(path=path, started=time.time())).inserted_primary_key[0])
+
+    def journal_chunk(self, upload_id: int, chunk_hash: str, locator: str) -> None:
+        """Record a chunk stored for an upload that has not committed yet."""
+        with self._write() as conn:
+            exists = conn.scalar(
+                select(func.count()).select_from(upload_chunks).where(
+                    upload_chunks.c.upload_id == upload_id, upload_chunks.c.chunk_hash == chunk_hash
+                )
+            )
+            if not exists:
+                conn.execute(insert(upload_chunks).values(upload_id=upload_id, chunk_hash=chunk_hash, locator=locator))
+
+    def abort_upload(self, upload_id: int, stored: Sequence[StoredChunk]) -> None:
+        """Forget an upload. Its chunks stay in the store, recorded as unreferenced, so
+        ``gc`` removes them after the grace period (another upload may be sharing them)."""
+        with self._write() as conn:
+            now = time.time()
+            for chunk in stored:
+                if conn.scalar(select(func.count()).select_from(chunks).where(chunks.c.chunk_hash == chunk.chunk_hash)):
+                    continue
+                conn.execute(insert(chunks).values(
+                    chunk_hash=chunk.chunk_hash, locator=chunk.locator, size=chunk.size,
+                    block_size=chunk.block_size, block_hashes=chunk.block_hashes,
+                    refcount=0, unreferenced_since=now, created=now,
+                ))
+            conn.execute(sql_delete(upload_chunks).where(upload_chunks.c.upload_id == upload_id))
+            conn.execute(sql_delete(uploads).where(uploads.c.id == upload_id))
+
+    def commit_file(
+        self,
+        parent_id: int,
+        name: str,
+        *,
+        upload_id: int | None,
+        stored: Sequence[StoredChunk],
+        size: int,
+        mtime: float | None,
+    ) -> tuple[Node, bool]:
+        """Make ``stored`` the content of parent/name in one transaction.
+
+        Creates the file if needed and retires the version it replaces. Returns the node
+        and whether it was created."""
+        if sum(c.size for c in stored) != size:
+            raise CatalogError(f"commit of {name}: chunks hold {sum(c.size for c in stored)} bytes, not {size}")
+        with self._write() as conn:
+            self._require_folder(conn, parent_id)
+            now = time.time()
+            self._reference_chunks(conn, stored, now)
+            existing = conn.execute(
+                select(nodes.c.id, nodes.c.is_dir, nodes.c.version_id, nodes.c.created).where(
+                    nodes.c.parent_id == parent_id, nodes.c.name == name
+                )
+            ).first()
+            if existing is not None and existing.is_dir:
+                raise AlreadyExists(name)
+            etag = content_etag((c.chunk_hash for c in stored), size)
+            node_id = existing.id if existing is not None else None
+            version_id = self._insert_version(conn, node_id or 0, size, etag, [(c.chunk_hash, c.size) for c in stored], now)
+            modified = now if mtime is None else mtime
+            if existing is None:
+                node_id = conn.execute(
+                    insert(nodes).values(
+                        parent_id=parent_id, name=name, is_dir=False, version_id=version_id,
+                        created=now, modified=modified,
+                    )
+                ).inserted_primary_key[0]
+                conn.execute(update(versions).where(versions.c.id == version_id).values(node_id=node_id))
+                created = now
+            else:
+                conn.execute(
+                    update(nodes).where(nodes.c.id == node_id).values(version_id=version_id, modified=modified)
+                )
+                self._retire(conn, existing.version_id, now)
+                created = existing.created
+            if upload_id is not None:
+                conn.execute(sql_delete(upload_chunks).where(upload_chunks.c.upload_id == upload_id))
+                conn.execute(sql_delete(uploads).where(uploads.c.id == upload_id))
+        assert node_id is not None
+        return Node(node_id, parent_id, name, False, created, modified, version_id, size, etag), existing is None
+
+    def set_modified(self, node_id: int, mtime: float) -> None:
+        with self._write() as conn:
+            conn.execute(update(nodes).where(nodes.c.id == node_id).values(modified=mtime))
+
+    def set_dead_prop(self, node_id: int, name: str, value: str | None) -> None:
+        with self._write() as conn:
+            conn.execute(sql_delete(dead_props).where(dead_props.c.node_id == node_id, dead_props.c.name == name))
+            if value is not None:
+                conn.execute(insert(dead_props).values(node_id=node_id, name=name, value=value))
+
+    def delete(self, node_id: int) -> None:
+        """Delete a node and everything below it in one transaction."""
+        if node_id == ROOT_ID:
+            raise CatalogError("the root folder cannot be deleted")
+        with self._write() as conn:
+            levels: list[list[int]] = [[node_id]]
+            while levels[-1]:
+                frontier = levels[-1]
+                below: list[int] = []
+                for batch in _batches(frontier):
+                    below.extend(conn.scalars(select(nodes.c.id).where(nodes.c.parent_id.in_(batch))))
+                levels.append(below)
+            now = time.time()
+            for level in reversed(levels):
+                for batch in _batches(level):
+                    conn.execute(
+                        update(versions)
+                        .where(versions.c.node_id.in_(batch), versions.c.retired.is_(None))
+                        .values(retired=now)
+                    )
+                    conn.execute(sql_delete(dead_props).where(dead_props.c.node_id.in_(batch)))
+                    conn.execute(sql_delete(nodes).where(nodes.c.id.in_(batch)))
+
+    def move(self, node_id: int, new_parent_id: int, new_name: str) -> None:
+        """Rename/move a node (the destination must be free; the caller deleted it)."""
+        with self._write() as conn:
+            self._require_folder(conn, new_parent_id)
+            ancestor: int | None = new_parent_id
+            while ancestor is not None:
+                if ancestor == node_id:
+                    raise CatalogError("cannot move a folder below itself")
+                ancestor = conn.scalar(select(nodes.c.parent_id).where(nodes.c.id == ancestor))
+            try:
+                conn.execute(
+                    update(nodes).where(nodes.c.id == node_id).values(parent_id=new_parent_id, name=new_name)
+                )
+            except SqlIntegrityError:
+                raise AlreadyExists(new_name) from None
+
+    def copy_node(self, node_id: int, dest_parent_id: int, dest_name: str) -> Node:
+        """Copy one node (not its members): a file shares its chunks with the copy, a
+        folder is created empty. Dead properties are copied; an existing destination
+        file is replaced."""
+        with self._write() as conn:
+            self._require_folder(conn, dest_parent_id)
+            src = conn.execute(select(*_NODE_COLUMNS).select_from(_NODE_FROM).where(nodes.c.id == node_id)).first()
+            if src is None:
+                raise NotFound(f"node {node_id}")
+            source = _node(src)
+            now = time.time()
+            dest = conn.execute(
+                select(nodes.c.id, nodes.c.is_dir).where(nodes.c.parent_id == dest_parent_id, nodes.c.name == dest_name)
+            ).first()
+            if dest is not None and bool(dest.is_dir) != source.is_dir:
+                raise AlreadyExists(dest_name)
+            if dest is None:
+                dest_id = conn.execute(
+                    insert(nodes).values(
+                        parent_id=dest_parent_id, name=dest_name, is_dir=source.is_dir, version_id=None,
+                        created=now, modified=source.modified,
+                    )
+                ).inserted_primary_key[0]
+            else:
+                dest_id = dest.id
+            version_id = None
+            if not source.is_dir and source.version_id is not None:
+                parts = conn.execute(
+                    select(extents.c.chunk_hash, extents.c.length)
+                    .where(extents.c.version_id == source.version_id)
+                    .order_by(extents.c.seq)
+                ).all()
+                conn.execute(
+                    update(chunks)
+                    .where(chunks.c.chunk_hash.in_({p.chunk_hash for p in parts}))
+                    .values(unreferenced_since=None)
+                )
+                for chunk_hash, count in Counter(p.chunk_hash for p in parts).items():
+                    conn.execute(
+                        update(chunks).where(chunks.c.chunk_hash == chunk_hash).values(refcount=chunks.c.refcount + count)
+                    )
+                version_id = self._insert_version(
+                    conn, dest_id, source.size, source.etag or "", [(p.chunk_hash, p.length) for p in parts], now
+                )
+                if dest is not None:
+                    old = conn.scalar(select(nodes.c.version_id).where(nodes.c.id == dest_id))
+                    self._retire(conn, old, now)
+                conn.execute(
+                    update(nodes).where(nodes.c.id == dest_id).values(version_id=version_id, modified=source.modified)
+                )
+            conn.execute(sql_delete(dead_props).where(dead_props.c.node_id == dest_id))
+            props = conn.execute(select(dead_props.c.name, dead_props.c.value).where(dead_props.c.node_id == node_id)).all()
+            if props:
+                conn.execute(insert(dead_props), [{"node_id": dest_id, "name": p.name, "value": p.value} for p in props])
+        return Node(dest_id, dest_parent_id, dest_name, source.is_dir, now, source.modified, version_id, source.size, source.etag)
+
+    # --- helpers -----------------------------------------------------------------
+
+    def _require_folder(self, conn: Connection, folder_id: int) -> None:
+        is_dir = conn.scalar(select(nodes.c.is_dir).where(nodes.c.id == folder_id))
+        if is_dir is None:
+            raise NotFound(f"folder {folder_id}")
+        if not is_dir:
+            raise NotAFolder(f"node {folder_id}")
+
+    def _retire(self, conn: Connection, version_id: int | None, now: float) -> None:
+        if version_id is not None:
+            conn.execute(update(versions).where(versions.c.id == version_id).values(retired=now))
+
+    def _reference_chunks(self, conn: Connection, stored: Sequence[StoredChunk], now: float) -> None:
+        counts = Counter(c.chunk_hash for c in stored)
+        first = {c.chunk_hash: c for c in stored}
+        for chunk_hash, count in counts.items():
+            updated = conn.execute(
+                update(chunks)
+                .where(chunks.c.chunk_hash == chunk_hash)
+                .values(refcount=chunks.c.refcount + count, unreferenced_since=None)
+            ).rowcount
+            if not updated:
+                c = first[chunk_hash]
+                conn.execute(insert(chunks).values(
+                    chunk_hash=chunk_hash, locator=c.locator, size=c.size, block_size=c.block_size,
+                    block_hashes=c.block_hashes, refcount=count, unreferenced_since=None, created=now,
+                ))
+
+    def _insert_version(
+        self, conn: Connection, node_id: int, size: int, etag: str, parts: Sequence[tuple[str, int]], now: float
+    ) -> int:
+        version_id = int(
+            conn.execute(insert(versions).values(node_id=node_id, size=size, etag=etag, created=now)).inserted_primary_key[0]
+        )
+        if parts:
+            conn.execute(
+                insert(extents),
+                [
+                    {"version_id": version_id, "seq": seq, "chunk_hash": h, "offset": 0, "length": n}
+                    for seq, (h, n) in enumerate(parts)
+                ],
+            )
+        return version_id
+
+
+def _batches(ids: Sequence[int]) -> Iterator[list[int]]:
+    for i in range(0, len(ids), _BATCH):
+        yield list(ids[i : i + _BATCH])
+
+
+__all__ = ["Catalog", "Node", "ROOT_ID", "StoredChunk", "content_etag"]

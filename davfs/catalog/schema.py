@@ -1,0 +1,132 @@
+"""Catalog tables and their migrations.
+
+The schema version lives in ``meta``; :data:`MIGRATIONS` holds one function per step, so
+a catalog made by an older davfs is brought forward in place when it is opened.
+
+Data model (see ``shared/design.md``)::
+
+    nodes      the tree: unique (parent_id, name), case-preserving; a file points at its
+               current version
+    versions   one committed content of a file: size and ETag; ``retired`` is set when
+               it is replaced or deleted (gc drops it after the grace period)
+    extents    ordered (chunk, offset, length) runs that make up a version
+    chunks     ChunkHash → locator, size, BlockHashes (32-byte digests concatenated),
+               reference count (versions using it) and since when it is unreferenced
+    dead_props PROPPATCH'ed properties per node
+    uploads / upload_chunks
+               the upload journal: chunks stored for a PUT that has not committed yet,
+               so a crash leaves something gc can find
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("parent_id", Integer, ForeignKey("nodes.id"), nullable=True),
+    Column("name", Text, nullable=False),
+    Column("is_dir", Boolean, nullable=False),
+    Column("version_id", BigInteger, nullable=True),
+    Column("created", Float, nullable=False),
+    Column("modified", Float, nullable=False),
+    UniqueConstraint("parent_id", "name", name="uq_nodes_parent_name"),
+)
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("node_id", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("etag", String(64), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("retired", Float, nullable=True),
+)
+Index("ix_versions_retired", versions.c.retired)
+
+extents = Table(
+    "extents",
+    metadata,
+    Column("version_id", BigInteger, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("chunk_hash", String(64), nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("length", BigInteger, nullable=False),
+)
+Index("ix_extents_chunk", extents.c.chunk_hash)
+
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("chunk_hash", String(64), primary_key=True),
+    Column("locator", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("block_size", Integer, nullable=False),
+    Column("block_hashes", LargeBinary, nullable=False),
+    Column("refcount", Integer, nullable=False),
+    Column("unreferenced_since", Float, nullable=True),
+    Column("created", Float, nullable=False),
+)
+Index("ix_chunks_unreferenced", chunks.c.unreferenced_since)
+
+dead_props = Table(
+    "dead_props",
+    metadata,
+    Column("node_id", Integer, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("path", Text, nullable=False),
+    Column("started", Float, nullable=False),
+)
+
+upload_chunks = Table(
+    "upload_chunks",
+    metadata,
+    Column("upload_id", Integer, primary_key=True),
+    Column("chunk_hash", String(64), primary_key=True),
+    Column("locator", Text, nullable=False),
+)
+
+SCHEMA_VERSION = 1
+
+Migration = Callable[[Connection], None]
+
+MIGRATIONS: dict[int, Migration] = {
+    # from_version: function bringing the schema to from_version + 1.
+    # Version 1 is the first; add entries here as the schema evolves.
+}

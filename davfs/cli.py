@@ -1,0 +1,205 @@
+"""``davfs`` command line: serve, and ls/put/get straight on the catalog and store.
+
+``ls``/``put``/``get`` use the same reader and writer as the server (so they verify and
+commit exactly the same way) without needing a running server. Errors print one line
+and exit with the error's ``exit_code``; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tqdm import tqdm
+
+from davfs.catalog import Catalog, Node
+from davfs.config import DavfsConfig, load_config
+from davfs.errors import DavfsError, NotAFolder, NotFound
+from davfs.reader import ChunkReader
+from davfs.stores import open_store
+from davfs.stores.base import ChunkStore
+from davfs.writer import ChunkWriter, UploadTarget
+
+_COPY_BLOCK = 1024 * 1024
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(
+            args.config,
+            overrides={"host": getattr(args, "host", None), "port": getattr(args, "port", None),
+                       "data_dir": args.data_dir},
+        )
+        result: int = args.func(config, args)
+        return result
+    except DavfsError as exc:
+        print(f"davfs: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="davfs", description="WebDAV drive backed by verified chunks.")
+    parser.add_argument("-c", "--config", help="config file (default: $DAVFS_CONFIG or ./wsgidav.yaml)")
+    parser.add_argument("-d", "--data-dir", help="data folder (default from config: ./data)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the WebDAV server")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.set_defaults(func=_serve)
+
+    ls = commands.add_parser("ls", help="list a folder")
+    ls.add_argument("path", nargs="?", default="/")
+    ls.set_defaults(func=_ls)
+
+    put = commands.add_parser("put", help="store a local file at a drive path")
+    put.add_argument("source", type=Path)
+    put.add_argument("dest", help="drive path, e.g. /docs/report.pdf or /docs/")
+    put.set_defaults(func=_put)
+
+    get = commands.add_parser("get", help="copy a drive file to a local file ('-' for stdout)")
+    get.add_argument("source")
+    get.add_argument("dest")
+    get.set_defaults(func=_get)
+    return parser
+
+
+def _serve(config: DavfsConfig, _args: argparse.Namespace) -> int:
+    from davfs.server import serve
+
+    serve(config)
+    return 0
+
+
+class _Drive:
+    """Catalog + store opened for one CLI command."""
+
+    def __init__(self, config: DavfsConfig) -> None:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.catalog = Catalog(config.catalog_url)
+        self.store: ChunkStore = open_store(config.store)
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="davfs-cli")
+
+    def __enter__(self) -> _Drive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
+        self.catalog.close()
+
+    def node(self, path: str) -> Node:
+        node = self.catalog.resolve(_segments(path))
+        if node is None:
+            raise NotFound(path)
+        return node
+
+
+def _segments(path: str) -> list[str]:
+    return [s for s in path.split("/") if s and s != "."]
+
+
+def _ls(config: DavfsConfig, args: argparse.Namespace) -> int:
+    with _Drive(config) as drive:
+        node = drive.node(args.path)
+        members = drive.catalog.children(node.id) if node.is_dir else [node]
+        for member in members:
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(member.modified))
+            kind = "d" if member.is_dir else "-"
+            name = member.name + ("/" if member.is_dir else "")
+            print(f"{kind} {member.size:>14} {stamp}  {name}")
+    return 0
+
+
+def _put(config: DavfsConfig, args: argparse.Namespace) -> int:
+    source: Path = args.source
+    try:
+        size = source.stat().st_size
+        handle = source.open("rb")
+    except OSError as exc:
+        print(f"davfs: cannot read {source}: {exc.strerror}", file=sys.stderr)
+        return 1
+    dest = args.dest.rstrip("/") + f"/{source.name}" if args.dest.endswith("/") else args.dest
+    segments = _segments(dest)
+    if not segments:
+        print("davfs: the destination must name a file", file=sys.stderr)
+        return 2
+    with handle, _Drive(config) as drive:
+        parent = drive.node("/".join(segments[:-1]))
+        if not parent.is_dir:
+            raise NotAFolder("/" + "/".join(segments[:-1]))
+        writer = ChunkWriter(
+            UploadTarget(parent.id, segments[-1], "/" + "/".join(segments)),
+            drive.catalog, drive.store, drive.executor,
+            expected_size=size, chunk_size=config.chunk_size, mtime=os.stat(source).st_mtime,
+        )
+        try:
+            with _progress(size, f"put {source.name}") as bar:
+                while block := handle.read(_COPY_BLOCK):
+                    writer.write(block)
+                    bar.update(len(block))
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+    print(f"stored {dest} ({size} bytes)", file=sys.stderr)
+    return 0
+
+
+def _get(config: DavfsConfig, args: argparse.Namespace) -> int:
+    with _Drive(config) as drive:
+        node = drive.node(args.source)
+        if node.is_dir or node.version_id is None:
+            print(f"davfs: {args.source} is a folder", file=sys.stderr)
+            return 2
+        snapshot = drive.catalog.snapshot(node.version_id, args.source)
+        to_stdout = args.dest == "-"
+        target = Path(args.dest)
+        if not to_stdout and target.is_dir():
+            target = target / node.name
+        partial = target.with_name(target.name + ".davfs-part")
+        with ChunkReader(snapshot, drive.store, drive.executor, window=config.prefetch_blocks) as reader:
+            out = sys.stdout.buffer if to_stdout else partial.open("wb")
+            try:
+                with _progress(snapshot.size, f"get {node.name}", quiet=to_stdout) as bar:
+                    while block := reader.read(_COPY_BLOCK):
+                        out.write(block)
+                        bar.update(len(block))
+            except BaseException:
+                if not to_stdout:
+                    out.close()
+                    partial.unlink(missing_ok=True)
+                raise
+            if not to_stdout:
+                out.close()
+                os.replace(partial, target)
+                os.utime(target, (snapshot.mtime, snapshot.mtime))
+    return 0
+
+
+def _progress(total: int, label: str, *, quiet: bool = False) -> tqdm:
+    """A progress bar on stderr for transfers long enough to want one."""
+    return tqdm(
+        total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+        disable=quiet or total < 8 * _COPY_BLOCK or not sys.stderr.isatty(), file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

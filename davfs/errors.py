@@ -1,0 +1,118 @@
+"""Every error davfs raises on purpose.
+
+A class's docstring is its user message (``{}`` placeholders are filled from the
+constructor's arguments), so the text a user reads lives next to the condition that
+produces it. ``exit_code`` is what the CLI exits with; ``http_status`` is what the
+provider answers when the error reaches WebDAV (the translation happens in one place,
+``davfs.provider``; nothing below it knows HTTP).
+
+    DavfsError
+    ├── ConfigError                 bad wsgidav.yaml / DAVFS_* value
+    ├── CatalogError
+    │   ├── NotFound                 path does not exist
+    │   ├── AlreadyExists            name taken in that folder
+    │   ├── NotAFolder               parent is a file
+    │   └── FolderNotEmpty
+    ├── StoreError                   a chunk store failed
+    │   ├── ChunkMissing             store has no such chunk
+    │   └── StoreUnavailable         transient; retry later (503)
+    ├── IntegrityError               bytes from the store failed their BlockHash
+    └── UploadError
+        └── IncompleteUpload         body shorter/longer than Content-Length
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DavfsError(Exception):
+    """An error in davfs."""
+
+    exit_code = 2
+    http_status = 500
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.args = args
+
+    def __str__(self) -> str:
+        template = (type(self).__doc__ or "").strip().splitlines()[0]
+        try:
+            return template.format(*self.args)
+        except (IndexError, KeyError):
+            return f"{template} {self.args!r}"
+
+
+class ConfigError(DavfsError):
+    """Bad configuration: {}: {}"""
+
+    exit_code = 78  # EX_CONFIG
+
+
+class CatalogError(DavfsError):
+    """Catalog error: {}"""
+
+
+class NotFound(CatalogError):
+    """{} does not exist."""
+
+    http_status = 404
+
+
+class AlreadyExists(CatalogError):
+    """{} already exists."""
+
+    http_status = 405
+
+
+class NotAFolder(CatalogError):
+    """{} is not a folder."""
+
+    http_status = 409
+
+
+class FolderNotEmpty(CatalogError):
+    """Folder {} is not empty."""
+
+    http_status = 409
+
+
+class StoreError(DavfsError):
+    """Chunk store {} failed: {}"""
+
+    http_status = 502
+
+
+class ChunkMissing(StoreError):
+    """Chunk {} is missing from store {}; run `davfs fsck`."""
+
+    http_status = 500
+
+
+class StoreUnavailable(StoreError):
+    """Chunk store {} is unavailable for {} s; try again later."""
+
+    http_status = 503
+
+    @property
+    def retry_after(self) -> int:
+        return int(self.args[1]) if len(self.args) > 1 else 30
+
+
+class IntegrityError(DavfsError):
+    """Block {} of chunk {} failed verification (expected SHA-256 {}, got {}); the stored bytes are damaged, run `davfs fsck`."""
+
+    http_status = 500
+
+
+class UploadError(DavfsError):
+    """Upload of {} failed: {}"""
+
+    http_status = 500
+
+
+class IncompleteUpload(UploadError):
+    """Upload of {} received {} bytes but {} were announced; nothing was changed."""
+
+    http_status = 400

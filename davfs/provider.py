@@ -1,0 +1,445 @@
+"""The wsgidav provider: DAV paths → catalog nodes, GET → ChunkReader, PUT → ChunkWriter.
+
+Thin on purpose: every decision about data lives in the catalog, reader and writer; this
+module translates. It is also the one place where davfs errors become HTTP statuses
+(:func:`_dav_errors`).
+
+wsgidav quirks handled here (see ``shared/notes/wsgidav-telethon-memo.md``):
+
+- PUT calls ``create_empty_resource`` before the body arrives. For PUT we return an
+  uncommitted file object; the file appears only when the writer commits (invariant 3).
+  LOCK on an unmapped URL does create a 0-byte file, as RFC 4918 and clients expect.
+- wsgidav accepts a body shorter than Content-Length as complete; the writer counts.
+- The response body is iterated after the app returns: ``get_content`` takes the
+  snapshot and fetches the first needed block now, and returns a reader that touches
+  nothing request-scoped (invariant 1).
+- Dead properties live in the catalog next to their node, so MOVE keeps them for free,
+  COPY copies them in the same transaction, DELETE drops them in the same transaction.
+- ``getetag`` is returned quoted, exactly like the ``ETag`` header.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from wsgidav import util, xml_tools
+from wsgidav.dav_error import (
+    HTTP_BAD_REQUEST,
+    HTTP_FORBIDDEN,
+    HTTP_NOT_FOUND,
+    DAVError,
+)
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
+from wsgidav.util import etree
+
+from davfs.catalog import Catalog, Node
+from davfs.errors import DavfsError, StoreUnavailable
+from davfs.reader import ChunkReader
+from davfs.stores.base import ChunkStore
+from davfs.writer import ChunkWriter, UploadTarget
+
+log = logging.getLogger(__name__)
+
+_MS_NAMESPACE = "{urn:schemas-microsoft-com:}"
+
+
+@contextmanager
+def _dav_errors() -> Iterator[None]:
+    """Translate davfs errors into wsgidav's DAVError, the single place that knows HTTP."""
+    try:
+        yield
+    except DAVError:
+        raise
+    except DavfsError as exc:
+        if exc.http_status >= 500:
+            log.error("%s", exc)
+        if isinstance(exc, StoreUnavailable):
+            raise DAVError(503, context_info=str(exc)) from exc
+        raise DAVError(exc.http_status, context_info=str(exc)) from exc
+
+
+def split_path(path: str) -> list[str]:
+    """DAV path → name segments; the single path gate (rejects ``..``, ``.``, NUL)."""
+    segments = [s for s in path.split("/") if s]
+    for segment in segments:
+        if segment in (".", "..") or "\x00" in segment:
+            raise DAVError(HTTP_BAD_REQUEST, context_info=f"invalid path segment {segment!r}")
+    return segments
+
+
+class DavfsProvider(DAVProvider):  # type: ignore[misc]
+    """Serves one catalog + chunk store as a WebDAV share."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: ChunkStore,
+        *,
+        chunk_size: int,
+        prefetch_blocks: int = 8,
+        upload_in_flight: int = 2,
+        io_threads: int = 16,
+        available_bytes: Callable[[], int | None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.catalog = catalog
+        self.store = store
+        self.chunk_size = chunk_size
+        self.prefetch_blocks = prefetch_blocks
+        self.upload_in_flight = upload_in_flight
+        self.executor = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="davfs-io")
+        self._available_bytes = available_bytes or (lambda: None)
+        self._quota_lock = threading.Lock()
+        self._quota: tuple[float, int | None, int | None] = (0.0, None, None)
+
+    def __repr__(self) -> str:
+        return f"DavfsProvider({self.catalog.url!r}, {self.store.properties.name})"
+
+    def is_readonly(self) -> bool:
+        return False
+
+    def get_resource_inst(self, path: str, environ: dict[str, Any]) -> DavfsFolder | DavfsFile | None:
+        with _dav_errors():
+            node = self.catalog.resolve(split_path(path))
+        if node is None:
+            return None
+        return self.resource_for(path, node, environ)
+
+    def resource_for(
+        self, path: str, node: Node, environ: dict[str, Any], dead_props: dict[str, str] | None = None
+    ) -> DavfsFolder | DavfsFile:
+        if node.is_dir:
+            return DavfsFolder(path, environ, node, dead_props)
+        return DavfsFile(path, environ, node, dead_props)
+
+    def quota(self) -> tuple[int | None, int | None]:
+        """(used, available) bytes, cached for a second: Finder asks on every listing."""
+        with self._quota_lock:
+            stamp, used, available = self._quota
+            if time.monotonic() - stamp > 1.0:
+                used, available = self.catalog.used_bytes(), self._available_bytes()
+                self._quota = (time.monotonic(), used, available)
+            return used, available
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def disk_free(path: str) -> Callable[[], int | None]:
+    """Available bytes of the file system holding ``path`` (local store quota)."""
+
+    def free() -> int | None:
+        try:
+            return shutil.disk_usage(path).free
+        except OSError:
+            return None
+
+    return free
+
+
+class _NodeResource:
+    """What folders and files share: live props from the node, dead props from the catalog."""
+
+    provider: DavfsProvider
+    environ: dict[str, Any]
+    path: str
+    name: str
+
+    def _init_node(self, node: Node | None, dead_props: dict[str, str] | None) -> None:
+        self.node = node
+        self._dead_props = dead_props
+
+    def _dead(self) -> dict[str, str]:
+        if self._dead_props is None:
+            self._dead_props = {} if self.node is None else self.provider.catalog.dead_props(self.node.id)
+        return self._dead_props
+
+    def get_creation_date(self) -> float | None:
+        return self.node.created if self.node else None
+
+    def get_last_modified(self) -> float | None:
+        return self.node.modified if self.node else None
+
+    def get_display_name(self) -> str:
+        return self.name
+
+    def get_property_names(self, *, is_allprop: bool) -> list[str]:
+        names: list[str] = super().get_property_names(is_allprop=is_allprop)  # type: ignore[misc]
+        names.extend(self._dead())
+        return names
+
+    def get_property_value(self, name: str) -> Any:
+        if name == "{DAV:}getetag":
+            etag = self.get_etag()  # type: ignore[attr-defined]
+            if etag is None:
+                raise DAVError(HTTP_NOT_FOUND)
+            return f'"{etag}"'
+        if not name.startswith("{DAV:}"):
+            value = self._dead().get(name)
+            if value is None:
+                raise DAVError(HTTP_NOT_FOUND)
+            return xml_tools.string_to_xml(value)
+        return super().get_property_value(name)  # type: ignore[misc]
+
+    def set_property_value(self, name: str, value: Any, *, dry_run: bool = False) -> Any:
+        if name.startswith("{DAV:}"):
+            return super().set_property_value(name, value, dry_run=dry_run)  # type: ignore[misc]
+        if name.startswith(_MS_NAMESPACE) and self._win32_emulated():
+            # wsgidav maps Win32LastModifiedTime onto set_last_modified; keep its answer.
+            return super().set_property_value(name, value, dry_run=dry_run)  # type: ignore[misc]
+        if self.node is None:
+            raise DAVError(HTTP_NOT_FOUND)
+        if not dry_run:
+            text = None if value is None else etree.tostring(value).decode("utf-8")
+            with _dav_errors():
+                self.provider.catalog.set_dead_prop(self.node.id, name, text)
+            self._dead_props = None
+        return True
+
+    def _win32_emulated(self) -> bool:
+        hotfixes = self.environ["wsgidav.config"].get("hotfixes") or {}
+        agent = self.environ.get("HTTP_USER_AGENT", "")
+        return bool(hotfixes.get("emulate_win32_lastmod")) and "MiniRedir/6.1" not in agent
+
+    def remove_all_properties(self, *, recursive: bool) -> None:
+        """Dead properties are dropped with their node, in the same transaction."""
+
+    def set_last_modified(self, dest_path: str, time_stamp: str | int, *, dry_run: bool) -> bool:
+        seconds = time_stamp if isinstance(time_stamp, int) else util.parse_time_string(time_stamp)
+        if seconds is None:
+            raise DAVError(HTTP_BAD_REQUEST, context_info=f"bad date {time_stamp!r}")
+        if self.node is None:
+            raise DAVError(HTTP_NOT_FOUND)
+        if not dry_run:
+            with _dav_errors():
+                self.provider.catalog.set_modified(self.node.id, float(seconds))
+            self.node = _replace_modified(self.node, float(seconds))
+        return True
+
+    # --- tree changes shared by files and folders ----------------------------------
+
+    def _require_node(self) -> Node:
+        if self.node is None:
+            raise DAVError(HTTP_NOT_FOUND)
+        return self.node
+
+    def _dest_parent(self, dest_path: str) -> tuple[Node, str]:
+        segments = split_path(dest_path)
+        if not segments:
+            raise DAVError(HTTP_FORBIDDEN, context_info="cannot replace the root folder")
+        with _dav_errors():
+            parent = self.provider.catalog.resolve(segments[:-1])
+        if parent is None or not parent.is_dir:
+            raise DAVError(409, context_info="destination parent must be a folder")
+        return parent, segments[-1]
+
+    def delete(self) -> None:
+        node = self._require_node()
+        with _dav_errors():
+            self.provider.catalog.delete(node.id)
+        self.remove_all_locks(recursive=True)  # type: ignore[attr-defined]
+
+    def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        node = self._require_node()
+        parent, name = self._dest_parent(dest_path)
+        with _dav_errors():
+            if is_move and not node.is_dir:
+                self.provider.catalog.move(node.id, parent.id, name)
+            else:
+                # COPY, or wsgidav's member-by-member MOVE fallback, which creates the
+                # destination folder here and deletes the source afterwards.
+                self.provider.catalog.copy_node(node.id, parent.id, name)
+
+    def support_recursive_move(self, dest_path: str) -> bool:
+        return True
+
+    def move_recursive(self, dest_path: str) -> list[Any]:
+        node = self._require_node()
+        parent, name = self._dest_parent(dest_path)
+        with _dav_errors():
+            self.provider.catalog.move(node.id, parent.id, name)
+        self.remove_all_locks(recursive=True)  # type: ignore[attr-defined]
+        return []
+
+
+def _replace_modified(node: Node, modified: float) -> Node:
+    return Node(node.id, node.parent_id, node.name, node.is_dir, node.created, modified,
+                node.version_id, node.size, node.etag)
+
+
+class DavfsFolder(_NodeResource, DAVCollection):  # type: ignore[misc]
+    """A folder node."""
+
+    def __init__(self, path: str, environ: dict[str, Any], node: Node, dead_props: dict[str, str] | None = None):
+        DAVCollection.__init__(self, path, environ)
+        self._init_node(node, dead_props)
+        self._members: list[Node] | None = None
+
+    @property
+    def folder(self) -> Node:
+        assert self.node is not None
+        return self.node
+
+    def _children(self) -> list[Node]:
+        if self._members is None:
+            with _dav_errors():
+                self._members = self.provider.catalog.children(self.folder.id)
+        return self._members
+
+    def get_member_names(self) -> list[str]:
+        return [child.name for child in self._children()]
+
+    def get_member(self, name: str) -> DavfsFolder | DavfsFile | None:
+        for child in self._children():
+            if child.name == name:
+                return self.provider.resource_for(util.join_uri(self.path, name), child, self.environ)
+        return None
+
+    def get_member_list(self) -> list[DavfsFolder | DavfsFile]:
+        """All members from two queries (nodes, dead props) instead of two per member."""
+        children = self._children()
+        with _dav_errors():
+            props = self.provider.catalog.children_dead_props(self.folder.id) if children else {}
+        return [
+            self.provider.resource_for(util.join_uri(self.path, c.name), c, self.environ, props.get(c.id, {}))
+            for c in children
+        ]
+
+    def get_used_bytes(self) -> int | None:
+        return self.provider.quota()[0]
+
+    def get_available_bytes(self) -> int | None:
+        return self.provider.quota()[1]
+
+    def create_empty_resource(self, name: str) -> DavfsFile:
+        path = util.join_uri(self.path, name)
+        if self.environ.get("REQUEST_METHOD") == "PUT":
+            # Nothing exists until the upload commits (invariant 3).
+            return DavfsFile(path, self.environ, None, {}, parent_id=self.folder.id)
+        with _dav_errors():
+            node = self.provider.catalog.create_empty_file(self.folder.id, name)
+        return DavfsFile(path, self.environ, node, {})
+
+    def create_collection(self, name: str) -> DavfsFolder:
+        with _dav_errors():
+            node = self.provider.catalog.mkdir(self.folder.id, name)
+        return DavfsFolder(util.join_uri(self.path, name), self.environ, node, {})
+
+    def support_recursive_delete(self) -> bool:
+        return True
+
+
+class DavfsFile(_NodeResource, DAVNonCollection):  # type: ignore[misc]
+    """A file node, or (``node is None``) a PUT target that has not committed yet."""
+
+    def __init__(
+        self,
+        path: str,
+        environ: dict[str, Any],
+        node: Node | None,
+        dead_props: dict[str, str] | None = None,
+        *,
+        parent_id: int | None = None,
+    ):
+        DAVNonCollection.__init__(self, path, environ)
+        self._init_node(node, dead_props)
+        self._parent_id = parent_id if node is None else node.parent_id
+        self._writer: ChunkWriter | None = None
+
+    def get_content_length(self) -> int:
+        return self.node.size if self.node else 0
+
+    def get_content_type(self) -> str:
+        return str(util.guess_mime_type(self.path))
+
+    def get_etag(self) -> str | None:
+        return self.node.etag if self.node else None
+
+    def support_etag(self) -> bool:
+        return True
+
+    def support_ranges(self) -> bool:
+        return True
+
+    def get_content(self) -> ChunkReader:
+        node = self._require_node()
+        assert node.version_id is not None
+        provider = self.provider
+        with _dav_errors():
+            snapshot = provider.catalog.snapshot(node.version_id, self.path)
+            reader = ChunkReader(snapshot, provider.store, provider.executor, window=provider.prefetch_blocks)
+            try:
+                reader.prime(self._first_offset(snapshot.size))
+            except BaseException:
+                reader.close()
+                raise
+        return reader
+
+    def _first_offset(self, size: int) -> int:
+        """Where the response will start (so a range read fetches only its own blocks)."""
+        header = self.environ.get("HTTP_RANGE")
+        if not header:
+            return 0
+        ranges, _ = util.obtain_content_ranges(header, size)
+        return int(ranges[0][0]) if ranges else 0
+
+    def begin_write(self, *, content_type: str | None = None) -> _UploadStream:
+        assert self._parent_id is not None
+        provider = self.provider
+        self._writer = ChunkWriter(
+            UploadTarget(self._parent_id, self.path.rstrip("/").rsplit("/", 1)[-1], self.path),
+            provider.catalog,
+            provider.store,
+            provider.executor,
+            expected_size=_expected_size(self.environ),
+            chunk_size=provider.chunk_size,
+            in_flight=provider.upload_in_flight,
+        )
+        return _UploadStream(self._writer)
+
+    def end_write(self, *, with_errors: bool) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        if with_errors:
+            writer.abort()
+        elif writer.node is not None:
+            self.node = writer.node
+            self._parent_id = writer.node.parent_id
+
+
+class _UploadStream:
+    """What wsgidav writes the PUT body into; maps writer errors to HTTP statuses."""
+
+    def __init__(self, writer: ChunkWriter) -> None:
+        self._writer = writer
+
+    def write(self, data: bytes) -> int:
+        with _dav_errors():
+            return self._writer.write(data)
+
+    def close(self) -> None:
+        with _dav_errors():
+            self._writer.close()
+
+
+def _expected_size(environ: dict[str, Any]) -> int | None:
+    """The size the client announced: Content-Length, or Finder's
+    X-Expected-Entity-Length on a chunked upload."""
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        announced = environ.get("HTTP_X_EXPECTED_ENTITY_LENGTH", "")
+    else:
+        announced = environ.get("CONTENT_LENGTH", "")
+    announced = announced.strip()
+    if not announced:
+        return None
+    if not announced.isdigit():
+        raise DAVError(HTTP_BAD_REQUEST, context_info=f"bad content length {announced!r}")
+    return int(announced)

@@ -1,0 +1,121 @@
+"""Build the WSGI app from a DavfsConfig and serve it with cheroot.
+
+The path from here to a chunk: :func:`build_app` opens the catalog and the store, wraps
+them in a :class:`~davfs.provider.DavfsProvider`, and hands that to wsgidav's
+``WsgiDAVApp`` (auth, If-headers, locks, XML). :func:`make_server` puts the app on a
+cheroot server sized for long transfers: many worker threads (each transfer holds
+one for its whole duration) and a socket timeout long enough for slow clients.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from cheroot import wsgi
+from wsgidav.lock_man.lock_storage import LockStorageShelve
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from davfs.catalog import Catalog
+from davfs.config import DavfsConfig
+from davfs.provider import DavfsProvider, disk_free
+from davfs.stores import open_store
+from davfs.stores.base import ChunkStore
+from davfs.stores.local import LocalStore
+
+log = logging.getLogger(__name__)
+
+BLOCK_SIZE = 1024 * 1024
+"""wsgidav's read/write block size: its default of 8 KiB is the GET/PUT bottleneck."""
+
+_WSGIDAV_DEFAULTS: dict[str, Any] = {
+    "verbose": 1,
+    "logging": {"enable": False},
+    "block_size": BLOCK_SIZE,
+    "honor_mtime_header": True,
+    "add_header_MS_Author_Via": True,
+    "mutable_live_props": ["{DAV:}getlastmodified"],
+    "hotfixes": {"emulate_win32_lastmod": True, "re_encode_path_info": True},
+    "simple_dc": {"user_mapping": {"*": True}},
+    "dir_browser": {"enable": True, "icon": False, "response_trailer": "davfs"},
+    "property_manager": None,
+}
+
+
+@dataclass
+class App:
+    """The WSGI application and what it owns, so tests and the CLI can close it."""
+
+    wsgi: WsgiDAVApp
+    provider: DavfsProvider
+    catalog: Catalog
+    store: ChunkStore
+
+    def close(self) -> None:
+        self.provider.shutdown()
+        self.store.close()
+        self.catalog.close()
+
+
+def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(config.catalog_url)
+    store = store or open_store(config.store)
+    available = disk_free(str(store.root)) if isinstance(store, LocalStore) else None
+    provider = DavfsProvider(
+        catalog,
+        store,
+        chunk_size=config.chunk_size,
+        prefetch_blocks=config.prefetch_blocks,
+        upload_in_flight=config.upload_in_flight,
+        available_bytes=available,
+    )
+    wsgidav_conf = _merge(copy.deepcopy(_WSGIDAV_DEFAULTS), dict(config.wsgidav))
+    wsgidav_conf.update(
+        host=config.host,
+        port=config.port,
+        provider_mapping={"/": provider},
+        lock_storage=LockStorageShelve(str(config.data_dir / "locks.shelve")),
+    )
+    return App(WsgiDAVApp(wsgidav_conf), provider, catalog, store)
+
+
+def make_server(config: DavfsConfig, app: App) -> wsgi.Server:
+    server = wsgi.Server(
+        (config.host, config.port),
+        app.wsgi,
+        numthreads=config.threads,
+        timeout=config.socket_timeout,
+        request_queue_size=64,
+        shutdown_timeout=5,
+        server_name="davfs",
+    )
+    return server
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def serve(config: DavfsConfig) -> None:
+    """Run until interrupted."""
+    app = build_app(config)
+    server = make_server(config, app)
+    server.prepare()
+    host, port = server.bind_addr[:2]
+    log.info("davfs serving %s on http://%s:%s/ (store %s)", config.data_dir, host, port, config.store)
+    print(f"davfs: serving http://{host}:{port}/  (data: {config.data_dir}, store: {config.store})", flush=True)
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        app.close()

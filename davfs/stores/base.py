@@ -1,0 +1,96 @@
+"""The one narrow interface every chunk store implements.
+
+Stores are synchronous: WSGI calls us from cheroot worker threads, and a store that needs
+asyncio (Telegram) keeps its loop inside its own module. A store knows nothing about
+files or paths; it keeps immutable chunks, each with the metadata that makes the store
+self-describing (invariant 6): its ChunkHash, size and BlockHashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from davfs.snapshot import BLOCK_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class StoreProperties:
+    """What callers may rely on: the largest chunk this store accepts and how many
+    requests are worth having in flight at once."""
+
+    name: str
+    max_chunk_size: int
+    concurrency: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkMeta:
+    """Self-describing metadata stored with every chunk (a sidecar file, a caption)."""
+
+    chunk_hash: str
+    size: int
+    block_size: int
+    block_hashes: bytes
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "format": "davfs-chunk/1",
+            "chunk_hash": self.chunk_hash,
+            "size": self.size,
+            "block_size": self.block_size,
+            "block_hashes": self.block_hashes.hex(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> ChunkMeta:
+        return cls(
+            chunk_hash=str(data["chunk_hash"]),
+            size=int(str(data["size"])),
+            block_size=int(str(data["block_size"])),
+            block_hashes=bytes.fromhex(str(data["block_hashes"])),
+        )
+
+    @classmethod
+    def of(cls, data: bytes | memoryview, block_size: int = BLOCK_SIZE) -> ChunkMeta:
+        """Hash a whole chunk held in memory (tests, CLI, recovery checks)."""
+        view = memoryview(data)
+        digests = b"".join(
+            hashlib.sha256(view[i : i + block_size]).digest()
+            for i in range(0, len(view), block_size)
+        )
+        return cls(hashlib.sha256(view).hexdigest(), len(view), block_size, digests)
+
+
+@runtime_checkable
+class ChunkStore(Protocol):
+    """Keeps immutable chunks.
+
+    Contracts shared by every implementation (and checked by
+    ``tests/stores/conformance.py``):
+
+    - ``put`` returns only once the chunk is durable; it returns the locator to pass to
+      ``get``/``delete``. Putting a chunk with the same hash twice is safe.
+    - ``get`` returns exactly ``length`` bytes starting at ``offset``, or raises
+      :class:`~davfs.errors.ChunkMissing` if the chunk is gone. It never verifies:
+      verification belongs to the reader, the trust boundary.
+    - ``delete`` of a missing chunk is not an error (deleting twice is safe).
+    - ``iter_chunks`` yields every chunk's locator and metadata, for recovery.
+    - All methods may be called from many threads at once.
+    """
+
+    properties: StoreProperties
+
+    def put(self, data: bytes | memoryview, meta: ChunkMeta) -> str: ...
+
+    def get(self, locator: str, offset: int, length: int) -> bytes: ...
+
+    def delete(self, locator: str) -> None: ...
+
+    def exists(self, locator: str) -> bool: ...
+
+    def iter_chunks(self) -> Iterator[tuple[str, ChunkMeta]]: ...
+
+    def close(self) -> None: ...
