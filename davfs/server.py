@@ -52,9 +52,11 @@ class App:
     provider: DavfsProvider
     catalog: Catalog
     store: ChunkStore
+    locks: LockStorageShelve
 
     def close(self) -> None:
         self.provider.shutdown()
+        self.locks.close()
         self.store.close()
         self.catalog.close()
 
@@ -72,14 +74,15 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
         upload_in_flight=config.upload_in_flight,
         available_bytes=available,
     )
+    locks = LockStorageShelve(str(config.data_dir / "locks.shelve"))
     wsgidav_conf = _merge(copy.deepcopy(_WSGIDAV_DEFAULTS), dict(config.wsgidav))
     wsgidav_conf.update(
         host=config.host,
         port=config.port,
         provider_mapping={"/": provider},
-        lock_storage=LockStorageShelve(str(config.data_dir / "locks.shelve")),
+        lock_storage=locks,
     )
-    return App(WsgiDAVApp(wsgidav_conf), provider, catalog, store)
+    return App(WsgiDAVApp(wsgidav_conf), provider, catalog, store, locks)
 
 
 def make_server(config: DavfsConfig, app: App) -> wsgi.Server:

@@ -2,7 +2,7 @@
 
 The body is copied into a chunk buffer as it arrives and BlockHashes are computed on
 the receiving thread; every full chunk is handed to the executor, which computes its
-ChunkHash, skips it if the catalog already has that content (dedup), stores it and
+ChunkHash, skips it if this upload or the catalog already has that content (dedup), stores it and
 journals it, while the next chunk is still arriving. At most ``in_flight`` chunks wait
 for the store, so memory is bounded by ``(in_flight + 1) × chunk_size`` (invariant 5).
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Iterable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ class ChunkWriter:
         self._futures: list[Future[StoredChunk]] = []
         self._stored: list[StoredChunk] = []
         self._upload_id: int | None = None
+        self._seen: dict[str, Future[StoredChunk]] = {}
+        self._seen_lock = threading.Lock()
         self.received = 0
         self.node: Node | None = None
         self.created = False
@@ -195,11 +198,23 @@ class ChunkWriter:
 
     def _store_chunk(self, _owner: bytearray, data: memoryview, digests: bytes) -> StoredChunk:
         chunk_hash = hashlib.sha256(data).hexdigest()
-        stored = self._catalog.find_chunk(chunk_hash)
-        if stored is None:
-            meta = ChunkMeta(chunk_hash, len(data), self._block_size, digests)
-            locator = self._store.put(data, meta)
-            stored = StoredChunk(chunk_hash, locator, len(data), self._block_size, digests)
-        if self._upload_id is not None:
-            self._catalog.journal_chunk(self._upload_id, chunk_hash, stored.locator)
+        with self._seen_lock:
+            earlier = self._seen.get(chunk_hash)
+            if earlier is None:
+                mine: Future[StoredChunk] = Future()
+                self._seen[chunk_hash] = mine
+        if earlier is not None:
+            return earlier.result()  # the same content earlier in this upload
+        try:
+            stored = self._catalog.find_chunk(chunk_hash)
+            if stored is None:
+                meta = ChunkMeta(chunk_hash, len(data), self._block_size, digests)
+                locator = self._store.put(data, meta)
+                stored = StoredChunk(chunk_hash, locator, len(data), self._block_size, digests)
+            if self._upload_id is not None:
+                self._catalog.journal_chunk(self._upload_id, chunk_hash, stored.locator)
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        mine.set_result(stored)
         return stored

@@ -1,0 +1,60 @@
+import json
+import os
+
+import pytest
+
+from davfs.errors import ChunkMissing, StoreError
+from davfs.stores import open_store
+from davfs.stores.local import LocalStore
+from tests.stores.conformance import StoreConformance, chunk
+
+
+class TestLocalStore(StoreConformance):
+    @pytest.fixture
+    def store(self, tmp_path):
+        return LocalStore(tmp_path / "store")
+
+
+def test_chunk_is_self_describing(tmp_path):
+    store = LocalStore(tmp_path)
+    data, meta = chunk(2 * 1024 * 1024 + 3)
+    locator = store.put(data, meta)
+    sidecar = json.loads((tmp_path / "chunks" / locator[:2] / f"{locator}.meta").read_text())
+    assert sidecar["chunk_hash"] == meta.chunk_hash == locator
+    assert sidecar["size"] == len(data)
+    assert bytes.fromhex(sidecar["block_hashes"]) == meta.block_hashes
+    assert len(meta.block_hashes) == 3 * 32
+
+
+def test_no_temporary_files_left(tmp_path):
+    store = LocalStore(tmp_path)
+    for i in range(5):
+        store.put(*chunk(1000 + i))
+    leftovers = [p for p in (tmp_path / "chunks").rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_a_chunk_without_sidecar_is_not_listed(tmp_path):
+    store = LocalStore(tmp_path)
+    data, meta = chunk(100)
+    locator = store.put(data, meta)
+    os.unlink(tmp_path / "chunks" / locator[:2] / f"{locator}.meta")
+    assert locator not in dict(store.iter_chunks())
+    assert not store.exists(locator)
+
+
+def test_locators_cannot_escape_the_store(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    (tmp_path / "secret").write_bytes(b"x" * 100)
+    with pytest.raises(ChunkMissing):
+        store.get("../../secret", 0, 1)
+
+
+def test_oversized_chunk_is_refused(tmp_path):
+    store = LocalStore(tmp_path, max_chunk_size=1000)
+    with pytest.raises(StoreError):
+        store.put(*chunk(1001))
+
+
+def test_open_store_by_url(tmp_path):
+    assert isinstance(open_store(f"local:{tmp_path}"), LocalStore)

@@ -1,0 +1,56 @@
+"""davfs ls/put/get work on the catalog and store directly, no server needed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from davfs.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(tmp_path, *args):
+    return main(["-c", os.devnull, "-d", str(tmp_path / "data"), *args])
+
+
+def test_put_ls_get_round_trip(tmp_path, capsys):
+    source = tmp_path / "report.bin"
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    source.write_bytes(data)
+    os.utime(source, (1_600_000_000, 1_600_000_000))
+    assert run(tmp_path, "put", str(source), "/") == 0
+    assert run(tmp_path, "ls", "/") == 0
+    listing = capsys.readouterr().out
+    assert "report.bin" in listing and str(len(data)) in listing
+    out = tmp_path / "out.bin"
+    assert run(tmp_path, "get", "/report.bin", str(out)) == 0
+    assert out.read_bytes() == data
+    assert int(out.stat().st_mtime) == 1_600_000_000
+    assert not list(tmp_path.glob("*.davfs-part"))
+
+
+def test_files_put_by_the_cli_are_served(tmp_path, start_server, http):
+    source = tmp_path / "a.txt"
+    source.write_bytes(b"from the cli")
+    assert run(tmp_path, "put", str(source), "/renamed.txt") == 0
+    server = start_server(data_dir=tmp_path / "data")
+    assert http.get(server.url + "renamed.txt").content == b"from the cli"
+
+
+def test_errors_are_one_line_and_nonzero(tmp_path, capsys):
+    assert run(tmp_path, "get", "/missing.txt", str(tmp_path / "x")) != 0
+    err = capsys.readouterr().err
+    assert "/missing.txt does not exist" in err and "Traceback" not in err
+    assert run(tmp_path, "put", str(tmp_path / "nope"), "/x") == 1
+    assert run(tmp_path, "ls", "/nowhere") != 0
+
+
+def test_console_script_entry_point(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "davfs.cli", "-c", os.devnull, "-d", str(tmp_path / "d"), "ls"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr

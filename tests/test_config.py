@@ -1,0 +1,115 @@
+"""Configuration: file + environment → one validated config; bad values name their key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from davfs.config import MiB, load_config
+from davfs.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "wsgidav.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_serve_data_on_loopback_8080(tmp_path):
+    config = load_config(write(tmp_path, ""), environ={})
+    assert (config.host, config.port) == ("127.0.0.1", 8080)
+    assert config.data_dir == Path("data")
+    assert config.store == "local:data/store"
+    assert config.catalog_url == "sqlite:///data/catalog.sqlite"
+    assert config.chunk_size == 20 * MiB
+    assert config.anonymous
+
+
+def test_the_shipped_wsgidav_yaml_is_valid_and_matches_the_defaults():
+    config = load_config(REPO / "wsgidav.yaml", environ={})
+    assert (config.host, config.port, config.chunk_size) == ("127.0.0.1", 8080, 20 * MiB)
+    assert config.data_dir == Path("data") and config.anonymous
+
+
+def test_environment_overrides_the_file(tmp_path):
+    path = write(tmp_path, "port: 9000\ndavfs:\n  chunk_size: 8MiB\n  data_dir: /srv/a\n")
+    config = load_config(path, environ={"DAVFS_PORT": "9100", "DAVFS_CHUNK_SIZE": "64 MiB", "DAVFS_DATA_DIR": "/srv/b"})
+    assert config.port == 9100 and config.chunk_size == 64 * MiB and config.data_dir == Path("/srv/b")
+    assert config.store == "local:/srv/b/store"
+
+
+def test_davfs_config_names_the_file(tmp_path):
+    path = write(tmp_path, "port: 9999\n")
+    assert load_config(environ={"DAVFS_CONFIG": str(path)}).port == 9999
+
+
+@pytest.mark.parametrize(
+    "text, env, key",
+    [
+        ("port: lots\n", {}, "port"),
+        ("", {"DAVFS_PORT": "70000"}, "port"),
+        ("davfs:\n  chunk_size: 3.5MiB\n", {}, "davfs.chunk_size"),
+        ("davfs:\n  chunk_size: 4000MiB\n", {}, "davfs.chunk_size"),
+        ("davfs:\n  chunk_size: 1000\n", {}, "davfs.chunk_size"),
+        ("davfs:\n  colour: blue\n", {}, "davfs.colour"),
+        ("davfs:\n  threads: 0\n", {}, "davfs.threads"),
+        ("davfs:\n  allow_anonymous_remote: maybe\n", {}, "davfs.allow_anonymous_remote"),
+        ("davfs: [1, 2]\n", {}, "davfs"),
+        ("davfs:\n  catalog_url: catalog.db\n", {}, "davfs.catalog_url"),
+        ("davfs:\n  store: ftp://x\n", {}, None),
+        ("port: [unclosed\n", {}, "wsgidav.yaml:line"),
+        ("- just\n- a list\n", {}, "wsgidav.yaml"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, text, env, key):
+    if key is None:  # store URLs are checked when the store is opened
+        from davfs.stores import open_store
+
+        with pytest.raises(ConfigError, match="davfs.store"):
+            open_store(load_config(write(tmp_path, text), environ=env).store)
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ=env)
+    assert key in str(info.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml", environ={})
+
+
+def test_anonymous_access_on_a_public_address_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="anonymous"):
+        load_config(write(tmp_path, "host: 0.0.0.0\n"), environ={})
+    allowed = load_config(write(tmp_path, "host: 0.0.0.0\ndavfs:\n  allow_anonymous_remote: true\n"), environ={})
+    assert allowed.host == "0.0.0.0"
+    with_users = write(tmp_path, 'host: 0.0.0.0\nsimple_dc:\n  user_mapping:\n    "*":\n      alice:\n        password: x\n')
+    assert not load_config(with_users, environ={}).anonymous
+    assert load_config(write(tmp_path, "host: ::1\n"), environ={}).host == "::1"
+
+
+def test_bad_config_exits_nonzero_with_one_line(tmp_path):
+    path = write(tmp_path, "davfs:\n  chunk_size: huge\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "run_server.py")],
+        env={"DAVFS_CONFIG": str(path), "PATH": "/usr/bin:/bin"}, cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 78
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "davfs.chunk_size" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_public_bind_without_users_refuses_to_start(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "run_server.py"), "--host", "0.0.0.0"],
+        env={"DAVFS_CONFIG": "/dev/null", "PATH": "/usr/bin:/bin"}, cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0 and "anonymous" in result.stderr
+    assert not (tmp_path / "data").exists()

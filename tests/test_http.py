@@ -1,0 +1,362 @@
+"""Every WebDAV method over real HTTP against a cheroot server on loopback, with the
+statuses clients depend on (shared/notes/webdav-client-quirks.md, sections C–E)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import xml.etree.ElementTree as ET
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+MiB = 1024 * 1024
+DAV = "{DAV:}"
+
+PROPPATCH_WIN32 = """<?xml version="1.0" encoding="utf-8" ?>
+<D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop>
+<Z:Win32CreationTime>Mon, 02 Jan 2023 03:04:05 GMT</Z:Win32CreationTime>
+<Z:Win32LastAccessTime>Mon, 02 Jan 2023 03:04:05 GMT</Z:Win32LastAccessTime>
+<Z:Win32LastModifiedTime>Mon, 02 Jan 2023 03:04:05 GMT</Z:Win32LastModifiedTime>
+<Z:Win32FileAttributes>00000020</Z:Win32FileAttributes>
+</D:prop></D:set></D:propertyupdate>"""
+
+LOCKINFO = """<?xml version="1.0" encoding="utf-8" ?>
+<D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype>
+<D:owner><D:href>DOMAIN\\user</D:href></D:owner></D:lockinfo>"""
+
+
+def propfind(http, url, depth="1", body=None):
+    r = http.request("PROPFIND", url, headers={"Depth": depth}, data=body)
+    assert r.status_code == 207, r.text
+    return ET.fromstring(r.content)
+
+
+def responses(tree):
+    """href → {prop name: element} for 200 propstats."""
+    result = {}
+    for resp in tree.findall(f"{DAV}response"):
+        href = resp.find(f"{DAV}href").text
+        props = {}
+        for propstat in resp.findall(f"{DAV}propstat"):
+            if "200" in propstat.find(f"{DAV}status").text:
+                for prop in propstat.find(f"{DAV}prop"):
+                    props[prop.tag] = prop
+        result[href] = props
+    return result
+
+
+def test_options_advertises_class_2(server, http):
+    r = http.options(server.url)
+    assert r.status_code == 200
+    assert r.headers["DAV"].replace(" ", "").startswith("1,2")
+    assert r.headers["MS-Author-Via"] == "DAV"
+    for method in ("LOCK", "UNLOCK", "PROPPATCH", "COPY", "MOVE", "DELETE"):
+        assert method in r.headers["Allow"]
+    unmapped = http.options(server.url + "new-name")
+    for method in ("PUT", "MKCOL"):
+        assert method in unmapped.headers["Allow"]
+
+
+def test_put_get_head_round_trip_across_chunks(server, http):
+    data = os.urandom(3 * MiB + 12345)
+    r = http.put(server.url + "big.bin", data=data)
+    assert r.status_code == 201
+    etag = r.headers["ETag"]
+    r = http.get(server.url + "big.bin")
+    assert r.status_code == 200 and r.content == data
+    assert r.headers["Content-Length"] == str(len(data))
+    assert r.headers["Accept-Ranges"] == "bytes"
+    assert r.headers["ETag"] == etag
+    assert "Last-Modified" in r.headers
+    head = http.head(server.url + "big.bin")
+    assert head.status_code == 200 and head.headers["Content-Length"] == str(len(data)) and not head.content
+    assert http.get(server.url + "big.bin", headers={"Translate": "f"}).content == data
+
+
+def test_put_new_is_201_replace_is_204_and_etag_changes_with_content(server, http):
+    url = server.url + "f.txt"
+    first = http.put(url, data=b"one")
+    assert first.status_code == 201
+    again = http.put(url, data=b"one")
+    assert again.status_code == 204 and again.headers["ETag"] == first.headers["ETag"]
+    changed = http.put(url, data=b"two")
+    assert changed.status_code == 204 and changed.headers["ETag"] != first.headers["ETag"]
+    assert http.get(url).content == b"two"
+
+
+def test_empty_put_and_put_without_body(server, http):
+    assert http.put(server.url + "empty", data=b"").status_code == 201
+    assert http.get(server.url + "empty").content == b""
+    # gvfs: no Content-Length and no body at all
+    conn = http_connection(server.url)
+    conn.putrequest("PUT", "/gvfs-empty")
+    conn.endheaders()
+    assert conn.getresponse().status == 201
+    assert http.get(server.url + "gvfs-empty").status_code == 200
+
+
+def test_chunked_put_and_expect_100_continue(server, http):
+    data = os.urandom(2 * MiB + 7)
+    r = http.put(server.url + "chunked.bin", data=iter([data[:1000], data[1000:MiB], data[MiB:]]))
+    assert r.status_code == 201
+    assert http.get(server.url + "chunked.bin").content == data
+    # Finder: chunked with X-Expected-Entity-Length
+    r = http.put(
+        server.url + "finder.bin", data=iter([data[:5], data[5:]]),
+        headers={"X-Expected-Entity-Length": str(len(data)), "User-Agent": "WebDAVFS/3.0.0 (03008000) Darwin/22.1.0"},
+    )
+    assert r.status_code == 201
+    assert http.get(server.url + "finder.bin").content == data
+    conn = http_connection(server.url)
+    conn.putrequest("PUT", "/expect.bin")
+    conn.putheader("Content-Length", "5")
+    conn.putheader("Expect", "100-continue")
+    conn.endheaders()
+    conn.send(b"hello")
+    assert conn.getresponse().status == 201
+    assert http.get(server.url + "expect.bin").content == b"hello"
+
+
+def test_put_into_missing_folder_is_409_and_onto_folder_is_405(server, http):
+    assert http.put(server.url + "nope/f.txt", data=b"x").status_code == 409
+    assert http.request("MKCOL", server.url + "dir").status_code == 201
+    assert http.put(server.url + "dir", data=b"x").status_code == 405
+
+
+@pytest.mark.parametrize(
+    "header, start, end",
+    [("bytes=10-19", 10, 19), ("bytes=-5", None, None), ("bytes=1048570-1048590", 1048570, 1048590), ("bytes=2000000-", 2000000, None)],
+)
+def test_ranges(server, http, header, start, end):
+    data = os.urandom(2 * MiB + 100)
+    http.put(server.url + "r.bin", data=data)
+    r = http.get(server.url + "r.bin", headers={"Range": header})
+    assert r.status_code == 206
+    if start is None:
+        start, end = len(data) - 5, len(data) - 1
+    if end is None:
+        end = len(data) - 1
+    assert r.content == data[start : end + 1]
+    assert r.headers["Content-Range"] == f"bytes {start}-{end}/{len(data)}"
+    assert r.headers["Content-Length"] == str(end - start + 1)
+
+
+def test_range_beyond_end_is_416(server, http):
+    http.put(server.url + "r.bin", data=b"0123456789")
+    r = http.get(server.url + "r.bin", headers={"Range": "bytes=10-20"})
+    assert r.status_code == 416
+
+
+def test_conditional_requests(server, http):
+    url = server.url + "c.txt"
+    etag = http.put(url, data=b"abc").headers["ETag"]
+    assert http.get(url, headers={"If-None-Match": etag}).status_code == 304
+    assert http.put(url, data=b"new", headers={"If-Match": '"stale"'}).status_code == 412
+    assert http.put(url, data=b"new", headers={"If-None-Match": "*"}).status_code == 412
+    assert http.put(server.url + "fresh.txt", data=b"x", headers={"If-None-Match": "*"}).status_code == 201
+    assert http.put(url, data=b"new", headers={"If-Match": etag}).status_code == 204
+    assert http.get(url).content == b"new"
+
+
+def test_mkcol_statuses(server, http):
+    assert http.request("MKCOL", server.url + "a").status_code == 201
+    assert http.request("MKCOL", server.url + "a").status_code == 405
+    assert http.request("MKCOL", server.url + "missing/b").status_code == 409
+
+
+def test_delete_recursive(server, http):
+    http.request("MKCOL", server.url + "d")
+    http.request("MKCOL", server.url + "d/e")
+    http.put(server.url + "d/e/f.txt", data=b"x")
+    http.put(server.url + "keep.txt", data=b"x")
+    assert http.delete(server.url + "d").status_code == 204
+    assert http.get(server.url + "d/e/f.txt").status_code == 404
+    assert http.request("PROPFIND", server.url + "d", headers={"Depth": "0"}).status_code == 404
+    assert http.get(server.url + "keep.txt").status_code == 200
+    assert http.delete(server.url + "d").status_code == 404
+
+
+def test_move_statuses_and_content(server, http):
+    data = os.urandom(MiB + 3)
+    http.put(server.url + "a.bin", data=data)
+    http.put(server.url + "b.bin", data=b"other")
+    dest = lambda name: {"Destination": server.url + name}  # noqa: E731
+    assert http.request("MOVE", server.url + "a.bin", headers={**dest("c.bin"), "Overwrite": "F"}).status_code == 201
+    assert http.get(server.url + "a.bin").status_code == 404
+    assert http.get(server.url + "c.bin").content == data
+    assert http.request("MOVE", server.url + "c.bin", headers={**dest("b.bin"), "Overwrite": "F"}).status_code == 412
+    assert http.request("MOVE", server.url + "c.bin", headers={**dest("b.bin"), "Overwrite": "T"}).status_code == 204
+    assert http.get(server.url + "b.bin").content == data
+    # case-only rename and a folder rename (Explorer's "New folder" then rename)
+    assert http.request("MOVE", server.url + "b.bin", headers=dest("B.bin")).status_code == 201
+    assert http.get(server.url + "B.bin").content == data
+    http.request("MKCOL", server.url + "New%20folder")
+    http.put(server.url + "New%20folder/x.txt", data=b"x")
+    assert http.request("MOVE", server.url + "New%20folder", headers=dest("Renamed")).status_code == 201
+    assert http.get(server.url + "Renamed/x.txt").content == b"x"
+    assert http.request("MOVE", server.url + "Renamed", headers=dest("Renamed/inner")).status_code == 403
+    assert http.request("MOVE", server.url + "B.bin", headers=dest("missing/x")).status_code == 409
+
+
+def test_copy_shares_chunks_and_is_independent(server, http):
+    data = os.urandom(2 * MiB)
+    http.put(server.url + "src.bin", data=data)
+    http.request("MKCOL", server.url + "tree")
+    http.put(server.url + "tree/a.txt", data=b"a")
+    puts_before = len(list(server.app.store.iter_chunks()))
+    assert http.request("COPY", server.url + "src.bin", headers={"Destination": server.url + "dst.bin"}).status_code == 201
+    assert len(list(server.app.store.iter_chunks())) == puts_before  # metadata only
+    http.put(server.url + "src.bin", data=b"changed")
+    assert http.get(server.url + "dst.bin").content == data
+    assert http.request("COPY", server.url + "tree", headers={"Destination": server.url + "tree2"}).status_code == 201
+    assert http.get(server.url + "tree2/a.txt").content == b"a"
+    assert http.request("COPY", server.url + "dst.bin", headers={"Destination": server.url + "src.bin", "Overwrite": "T"}).status_code == 204
+    assert http.get(server.url + "src.bin").content == data
+
+
+def test_propfind_depths_and_properties(server, http):
+    http.request("MKCOL", server.url + "Folder")
+    http.put(server.url + "Folder/a.txt", data=b"12345")
+    http.request("MKCOL", server.url + "Folder/sub")
+    tree = responses(propfind(http, server.url + "Folder", depth="1"))  # no trailing slash: no redirect
+    assert set(tree) == {"/Folder/", "/Folder/a.txt", "/Folder/sub/"}
+    a = tree["/Folder/a.txt"]
+    assert a[f"{DAV}getcontentlength"].text == "5"
+    assert re.match(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", a[f"{DAV}getlastmodified"].text)
+    assert a[f"{DAV}resourcetype"].find(f"{DAV}collection") is None
+    assert tree["/Folder/sub/"][f"{DAV}resourcetype"].find(f"{DAV}collection") is not None
+    for name in ("creationdate", "getcontenttype", "getetag"):
+        assert f"{DAV}{name}" in a
+    head = http.head(server.url + "Folder/a.txt")
+    assert a[f"{DAV}getetag"].text == head.headers["ETag"]  # identical, quotes included
+    assert set(responses(propfind(http, server.url + "Folder", depth="0"))) == {"/Folder/"}
+    assert http.request("PROPFIND", server.url + "missing", headers={"Depth": "0"}).status_code == 404
+
+
+def test_propfind_unknown_property_is_404_in_propstat(server, http):
+    http.put(server.url + "f", data=b"x")
+    body = '<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:S="SAR:"><D:prop><S:lastmodified/><D:getcontentlength/></D:prop></D:propfind>'
+    tree = propfind(http, server.url + "f", depth="0", body=body)
+    statuses = [ps.find(f"{DAV}status").text for ps in tree.iter(f"{DAV}propstat")]
+    assert any("404" in s for s in statuses) and any("200" in s for s in statuses)
+
+
+def test_quota_properties(server, http):
+    http.put(server.url + "q", data=b"x" * 1000)
+    body = '<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:quota-available-bytes/><D:quota-used-bytes/></D:prop></D:propfind>'
+    props = responses(propfind(http, server.url, depth="0", body=body))["/"]
+    assert int(props[f"{DAV}quota-used-bytes"].text) >= 1000
+    assert int(props[f"{DAV}quota-available-bytes"].text) > 0
+
+
+def test_dead_properties_persist_and_follow_copy_move_delete(server, http):
+    http.put(server.url + "p.txt", data=b"x")
+    body = '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:X="urn:x"><D:set><D:prop><X:color>red</X:color></D:prop></D:set></D:propertyupdate>'
+    r = http.request("PROPPATCH", server.url + "p.txt", data=body)
+    assert r.status_code == 207 and "200" in r.text
+    ask = '<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:X="urn:x"><D:prop><X:color/></D:prop></D:propfind>'
+
+    def color(name):
+        props = responses(propfind(http, server.url + name, depth="0", body=ask))
+        element = next(iter(props.values())).get("{urn:x}color")
+        return None if element is None else element.text
+
+    assert color("p.txt") == "red"
+    http.request("COPY", server.url + "p.txt", headers={"Destination": server.url + "copy.txt"})
+    assert color("copy.txt") == "red"
+    http.request("MOVE", server.url + "p.txt", headers={"Destination": server.url + "moved.txt"})
+    assert color("moved.txt") == "red"
+    http.delete(server.url + "moved.txt")
+    http.put(server.url + "moved.txt", data=b"new file")
+    assert color("moved.txt") is None
+
+
+def test_windows_explorer_copy_sequence(server, http):
+    """The appendix sequence: probe 404, 0-byte PUT, LOCK, PROPPATCH, PUT with token,
+    PROPPATCH, UNLOCK — with Explorer's headers."""
+    win = {"User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045", "Translate": "f"}
+    http.request("MKCOL", server.url + "dir", headers=win)
+    assert http.request("PROPFIND", server.url + "dir/", headers={**win, "Depth": "1"}).status_code == 207
+    assert http.request("PROPFIND", server.url + "dir/f.txt", headers={**win, "Depth": "0"}).status_code == 404
+    assert http.put(server.url + "dir/f.txt", data=b"", headers=win).status_code == 201
+    r = http.request(
+        "LOCK", server.url + "dir/f.txt", data=LOCKINFO,
+        headers={**win, "Timeout": "Second-3600", "Content-Type": 'text/xml; charset="utf-8"', "Cache-Control": "no-cache"},
+    )
+    assert r.status_code == 200
+    assert "xml" in r.headers["Content-Type"]
+    token = r.headers["Lock-Token"]
+    assert token.startswith("<opaquelocktoken:")
+    if_header = {"If": f"({token})"}
+    r = http.request("PROPPATCH", server.url + "dir/f.txt", data=PROPPATCH_WIN32, headers={**win, **if_header})
+    assert r.status_code == 207 and "403" not in r.text and "200" in r.text
+    assert http.head(server.url + "dir/f.txt", headers=win).status_code == 200
+    data = os.urandom(MiB + 77)
+    assert http.put(server.url + "dir/f.txt", data=data, headers=win).status_code == 423  # no token
+    assert http.put(server.url + "dir/f.txt", data=data, headers={**win, **if_header}).status_code == 204
+    r = http.request("PROPPATCH", server.url + "dir/f.txt", data=PROPPATCH_WIN32, headers={**win, **if_header})
+    assert r.status_code == 207 and "403" not in r.text
+    assert http.request("UNLOCK", server.url + "dir/f.txt", headers={**win, "Lock-Token": token}).status_code == 204
+    props = responses(propfind(http, server.url + "dir/", depth="1"))
+    assert props["/dir/f.txt"][f"{DAV}getlastmodified"].text == "Mon, 02 Jan 2023 03:04:05 GMT"
+    assert hashlib.sha256(http.get(server.url + "dir/f.txt").content).digest() == hashlib.sha256(data).digest()
+
+
+def test_lock_on_unmapped_url_creates_an_empty_file(server, http):
+    r = http.request("LOCK", server.url + "new.txt", data=LOCKINFO, headers={"Timeout": "Second-60"})
+    assert r.status_code == 201
+    assert http.get(server.url + "new.txt").content == b""
+    token = r.headers["Lock-Token"]
+    # bare token (older Windows) is accepted too
+    assert http.request("UNLOCK", server.url + "new.txt", headers={"Lock-Token": token.strip("<>")}).status_code == 204
+
+
+def test_locked_file_refuses_writes_and_delete_without_token(server, http):
+    http.put(server.url + "l.txt", data=b"x")
+    token = http.request("LOCK", server.url + "l.txt", data=LOCKINFO).headers["Lock-Token"]
+    assert http.delete(server.url + "l.txt").status_code == 423
+    assert http.request("PROPPATCH", server.url + "l.txt", data=PROPPATCH_WIN32).status_code == 423
+    assert http.delete(server.url + "l.txt", headers={"If": f"({token})"}).status_code == 204
+
+
+def test_locks_survive_a_restart(start_server, tmp_path, http):
+    first = start_server(data_dir=tmp_path / "d")
+    http.put(first.url + "l.txt", data=b"x")
+    token = http.request("LOCK", first.url + "l.txt", data=LOCKINFO).headers["Lock-Token"]
+    first.stop()
+    second = start_server(data_dir=tmp_path / "d")
+    assert http.put(second.url + "l.txt", data=b"y").status_code == 423
+    assert http.put(second.url + "l.txt", data=b"y", headers={"If": f"({token})"}).status_code == 204
+
+
+def test_non_ascii_names_round_trip(server, http):
+    for name in ("Grüße.txt", "日本語 файл.txt", "u\u0308ber.txt", "._hidden", ".DS_Store"):
+        url = server.url + quote(name)
+        assert http.put(url, data=name.encode()).status_code == 201
+        assert http.get(url).content == name.encode()
+    listing = http.request("PROPFIND", server.url, headers={"Depth": "1"}).text
+    assert "Gr%C3%BC%C3%9Fe.txt" in listing  # uppercase percent-encoding
+
+
+def test_bad_paths_are_refused(server, http):
+    conn = http_connection(server.url)
+    conn.request("GET", "/a/../../etc/passwd")
+    assert conn.getresponse().status in (400, 404)
+    conn = http_connection(server.url)
+    conn.request("PUT", "/x%00y", body=b"x")
+    assert conn.getresponse().status == 400
+    assert http.get(server.url).status_code == 200
+
+
+def test_browser_listing(server, http):
+    http.put(server.url + "shown.txt", data=b"x")
+    r = http.get(server.url, headers={"Accept": "text/html"})
+    assert r.status_code == 200 and "shown.txt" in r.text
+
+
+def http_connection(url: str) -> http.client.HTTPConnection:
+    parts = urlsplit(url)
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
