@@ -39,8 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(
             args.config,
-            overrides={"host": getattr(args, "host", None), "port": getattr(args, "port", None),
-                       "data_dir": args.data_dir},
+            overrides={
+                "host": getattr(args, "host", None),
+                "port": getattr(args, "port", None),
+                "data_dir": args.data_dir,
+            },
         )
         result: int = args.func(config, args)
         return result
@@ -146,8 +149,12 @@ def _put(config: DavfsConfig, args: argparse.Namespace) -> int:
             raise NotAFolder("/" + "/".join(segments[:-1]))
         writer = ChunkWriter(
             UploadTarget(parent.id, segments[-1], "/" + "/".join(segments)),
-            drive.catalog, drive.store, drive.executor,
-            expected_size=size, chunk_size=config.chunk_size, mtime=os.stat(source).st_mtime,
+            drive.catalog,
+            drive.store,
+            drive.executor,
+            expected_size=size,
+            chunk_size=config.chunk_size,
+            mtime=os.stat(source).st_mtime,
         )
         try:
             with _progress(size, f"put {source.name}") as bar:
@@ -196,8 +203,13 @@ def _get(config: DavfsConfig, args: argparse.Namespace) -> int:
 def _progress(total: int, label: str, *, quiet: bool = False) -> tqdm:
     """A progress bar on stderr for transfers long enough to want one."""
     return tqdm(
-        total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
-        disable=quiet or total < 8 * _COPY_BLOCK or not sys.stderr.isatty(), file=sys.stderr,
+        total=total,
+        desc=label,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        disable=quiet or total < 8 * _COPY_BLOCK or not sys.stderr.isatty(),
+        file=sys.stderr,
     )
 
 

@@ -44,6 +44,8 @@ class DavfsConfig:
     threads: int = 64
     socket_timeout: int = 300
     allow_anonymous_remote: bool = False
+    propfind_infinity: bool = False
+    """Answer PROPFIND with Depth: infinity (a whole-tree walk; off: 403 as RFC 4918 allows)."""
     wsgidav: Mapping[str, Any] = field(default_factory=dict)
     """The rest of wsgidav.yaml, handed to WsgiDAVApp."""
 
@@ -133,14 +135,21 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
         store=store,
         catalog_url=catalog_url,
         chunk_size=_size("chunk_size", values.get("chunk_size", DavfsConfig.chunk_size)),
-        prefetch_blocks=_integer("prefetch_blocks", values.get("prefetch_blocks", DavfsConfig.prefetch_blocks), 0, 256),
+        prefetch_blocks=_integer(
+            "prefetch_blocks", values.get("prefetch_blocks", DavfsConfig.prefetch_blocks), 0, 256
+        ),
         upload_in_flight=_integer(
             "upload_in_flight", values.get("upload_in_flight", DavfsConfig.upload_in_flight), 1, 16
         ),
         threads=_integer("threads", values.get("threads", DavfsConfig.threads), 4, 1024),
-        socket_timeout=_integer("socket_timeout", values.get("socket_timeout", DavfsConfig.socket_timeout), 10, 86400),
+        socket_timeout=_integer(
+            "socket_timeout", values.get("socket_timeout", DavfsConfig.socket_timeout), 10, 86400
+        ),
         allow_anonymous_remote=_boolean(
             "allow_anonymous_remote", values.get("allow_anonymous_remote", DavfsConfig.allow_anonymous_remote)
+        ),
+        propfind_infinity=_boolean(
+            "propfind_infinity", values.get("propfind_infinity", DavfsConfig.propfind_infinity)
         ),
         wsgidav=copy.deepcopy(wsgidav_conf),
     )

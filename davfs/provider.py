@@ -35,6 +35,7 @@ from wsgidav.dav_error import (
     HTTP_FORBIDDEN,
     HTTP_NOT_FOUND,
     DAVError,
+    PRECONDITION_CODE_PropfindFiniteDepth,
 )
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.util import etree
@@ -87,6 +88,7 @@ class DavfsProvider(DAVProvider):  # type: ignore[misc]
         upload_in_flight: int = 2,
         io_threads: int = 16,
         available_bytes: Callable[[], int | None] | None = None,
+        propfind_infinity: bool = False,
     ) -> None:
         super().__init__()
         self.catalog = catalog
@@ -96,6 +98,7 @@ class DavfsProvider(DAVProvider):  # type: ignore[misc]
         self.upload_in_flight = upload_in_flight
         self.executor = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="davfs-io")
         self._available_bytes = available_bytes or (lambda: None)
+        self.propfind_infinity = propfind_infinity
         self._quota_lock = threading.Lock()
         self._quota: tuple[float, int | None, int | None] = (0.0, None, None)
 
@@ -104,6 +107,22 @@ class DavfsProvider(DAVProvider):  # type: ignore[misc]
 
     def is_readonly(self) -> bool:
         return False
+
+    def custom_request_handler(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], default_handler: Callable[..., Any]
+    ) -> Any:
+        # A missing Depth means infinity for PROPFIND (RFC 4918 9.1).
+        if (
+            environ["REQUEST_METHOD"] == "PROPFIND"
+            and environ.get("HTTP_DEPTH", "infinity").lower() == "infinity"
+            and not self.propfind_infinity
+        ):
+            raise DAVError(
+                HTTP_FORBIDDEN,
+                context_info="PROPFIND with Depth: infinity is disabled (davfs.propfind_infinity)",
+                err_condition=PRECONDITION_CODE_PropfindFiniteDepth,
+            )
+        return default_handler(environ, start_response)
 
     def get_resource_inst(self, path: str, environ: dict[str, Any]) -> DavfsFolder | DavfsFile | None:
         with _dav_errors():
@@ -270,14 +289,25 @@ class _NodeResource:
 
 
 def _replace_modified(node: Node, modified: float) -> Node:
-    return Node(node.id, node.parent_id, node.name, node.is_dir, node.created, modified,
-                node.version_id, node.size, node.etag)
+    return Node(
+        node.id,
+        node.parent_id,
+        node.name,
+        node.is_dir,
+        node.created,
+        modified,
+        node.version_id,
+        node.size,
+        node.etag,
+    )
 
 
 class DavfsFolder(_NodeResource, DAVCollection):  # type: ignore[misc]
     """A folder node."""
 
-    def __init__(self, path: str, environ: dict[str, Any], node: Node, dead_props: dict[str, str] | None = None):
+    def __init__(
+        self, path: str, environ: dict[str, Any], node: Node, dead_props: dict[str, str] | None = None
+    ):
         DAVCollection.__init__(self, path, environ)
         self._init_node(node, dead_props)
         self._members: list[Node] | None = None

@@ -77,8 +77,12 @@ def fetch_block(store: ChunkStore, path: str, block: _Block) -> bytes:
         integrity_failures.add()
         log.error(
             "integrity failure: path=%s chunk=%s block=%d locator=%s expected=%s got=%s",
-            path, block.chunk.chunk_hash, block.index_in_chunk, block.chunk.locator,
-            expected.hex(), actual.hex(),
+            path,
+            block.chunk.chunk_hash,
+            block.index_in_chunk,
+            block.chunk.locator,
+            expected.hex(),
+            actual.hex(),
         )
         raise IntegrityError(block.index_in_chunk, block.chunk.chunk_hash, expected.hex(), actual.hex())
     return data
@@ -191,8 +195,10 @@ class ChunkReader(io.RawIOBase):
                     self._pending[ahead] = self._executor.submit(
                         fetch_block, self._store, self.snapshot.path, self._blocks[ahead]
                     )
-        data = future.result() if future is not None else fetch_block(
-            self._store, self.snapshot.path, self._blocks[index]
+        data = (
+            future.result()
+            if future is not None
+            else fetch_block(self._store, self.snapshot.path, self._blocks[index])
         )
         self._current = (index, data)
         self._last_index = index

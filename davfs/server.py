@@ -73,6 +73,7 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
         prefetch_blocks=config.prefetch_blocks,
         upload_in_flight=config.upload_in_flight,
         available_bytes=available,
+        propfind_infinity=config.propfind_infinity,
     )
     locks = LockStorageShelve(str(config.data_dir / "locks.shelve"))
     wsgidav_conf = _merge(copy.deepcopy(_WSGIDAV_DEFAULTS), dict(config.wsgidav))
@@ -114,7 +115,9 @@ def serve(config: DavfsConfig) -> None:
     server.prepare()
     host, port = server.bind_addr[:2]
     log.info("davfs serving %s on http://%s:%s/ (store %s)", config.data_dir, host, port, config.store)
-    print(f"davfs: serving http://{host}:{port}/  (data: {config.data_dir}, store: {config.store})", flush=True)
+    print(
+        f"davfs: serving http://{host}:{port}/  (data: {config.data_dir}, store: {config.store})", flush=True
+    )
     try:
         server.serve()
     except KeyboardInterrupt:

@@ -58,7 +58,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     """Factory: start_server(store=None, **davfs_keys) → RunningServer; all stopped at teardown."""
     started: list[RunningServer] = []
 
-    def start(*, store: ChunkStore | None = None, data_dir: Path | None = None, **davfs: Any) -> RunningServer:
+    def start(
+        *, store: ChunkStore | None = None, data_dir: Path | None = None, **davfs: Any
+    ) -> RunningServer:
         config = davfs_config(data_dir or tmp_path / f"data{len(started)}", **davfs)
         app = build_app(config, store=store)
         server = make_server(config, app)
@@ -120,7 +122,9 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def spawn_server(data_dir: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None) -> ServerProcess:
+def spawn_server(
+    data_dir: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None
+) -> ServerProcess:
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"server-{port}.log"
@@ -130,7 +134,10 @@ def spawn_server(data_dir: Path, *, env: dict[str, str] | None = None, args: lis
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, str(REPO / "run_server.py"), *(args or [])],
-            cwd=data_dir.parent, env=child_env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=data_dir.parent,
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 30

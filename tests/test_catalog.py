@@ -8,8 +8,7 @@ import hashlib
 import pytest
 from sqlalchemy import select, update
 
-from davfs.catalog import ROOT_ID, Catalog, StoredChunk
-from davfs.catalog import schema
+from davfs.catalog import ROOT_ID, Catalog, StoredChunk, schema
 from davfs.errors import AlreadyExists, CatalogError, NotAFolder, NotFound
 
 
@@ -22,19 +21,27 @@ def catalog(request, tmp_path):
 
 
 def stored(content: bytes, block_size: int = 4) -> StoredChunk:
-    digests = b"".join(hashlib.sha256(content[i : i + block_size]).digest() for i in range(0, len(content), block_size))
+    digests = b"".join(
+        hashlib.sha256(content[i : i + block_size]).digest() for i in range(0, len(content), block_size)
+    )
     chunk_hash = hashlib.sha256(content).hexdigest()
     return StoredChunk(chunk_hash, f"loc-{chunk_hash[:8]}", len(content), block_size, digests)
 
 
 def put(catalog: Catalog, parent: int, name: str, *parts: bytes, mtime=None):
     chunks = [stored(p) for p in parts]
-    return catalog.commit_file(parent, name, upload_id=None, stored=chunks, size=sum(len(p) for p in parts), mtime=mtime)
+    return catalog.commit_file(
+        parent, name, upload_id=None, stored=chunks, size=sum(len(p) for p in parts), mtime=mtime
+    )
 
 
 def refcount(catalog: Catalog, content: bytes) -> int:
     with catalog.engine.connect() as conn:
-        return conn.scalar(select(schema.chunks.c.refcount).where(schema.chunks.c.chunk_hash == hashlib.sha256(content).hexdigest()))
+        return conn.scalar(
+            select(schema.chunks.c.refcount).where(
+                schema.chunks.c.chunk_hash == hashlib.sha256(content).hexdigest()
+            )
+        )
 
 
 def test_root_exists_and_schema_is_recorded(catalog):

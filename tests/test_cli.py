@@ -51,6 +51,9 @@ def test_errors_are_one_line_and_nonzero(tmp_path, capsys):
 def test_console_script_entry_point(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "davfs.cli", "-c", os.devnull, "-d", str(tmp_path / "d"), "ls"],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr

@@ -38,7 +38,9 @@ def test_the_shipped_wsgidav_yaml_is_valid_and_matches_the_defaults():
 
 def test_environment_overrides_the_file(tmp_path):
     path = write(tmp_path, "port: 9000\ndavfs:\n  chunk_size: 8MiB\n  data_dir: /srv/a\n")
-    config = load_config(path, environ={"DAVFS_PORT": "9100", "DAVFS_CHUNK_SIZE": "64 MiB", "DAVFS_DATA_DIR": "/srv/b"})
+    config = load_config(
+        path, environ={"DAVFS_PORT": "9100", "DAVFS_CHUNK_SIZE": "64 MiB", "DAVFS_DATA_DIR": "/srv/b"}
+    )
     assert config.port == 9100 and config.chunk_size == 64 * MiB and config.data_dir == Path("/srv/b")
     assert config.store == "local:/srv/b/store"
 
@@ -86,9 +88,13 @@ def test_missing_file_is_a_clear_error(tmp_path):
 def test_anonymous_access_on_a_public_address_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="anonymous"):
         load_config(write(tmp_path, "host: 0.0.0.0\n"), environ={})
-    allowed = load_config(write(tmp_path, "host: 0.0.0.0\ndavfs:\n  allow_anonymous_remote: true\n"), environ={})
+    allowed = load_config(
+        write(tmp_path, "host: 0.0.0.0\ndavfs:\n  allow_anonymous_remote: true\n"), environ={}
+    )
     assert allowed.host == "0.0.0.0"
-    with_users = write(tmp_path, 'host: 0.0.0.0\nsimple_dc:\n  user_mapping:\n    "*":\n      alice:\n        password: x\n')
+    with_users = write(
+        tmp_path, 'host: 0.0.0.0\nsimple_dc:\n  user_mapping:\n    "*":\n      alice:\n        password: x\n'
+    )
     assert not load_config(with_users, environ={}).anonymous
     assert load_config(write(tmp_path, "host: ::1\n"), environ={}).host == "::1"
 
@@ -97,8 +103,11 @@ def test_bad_config_exits_nonzero_with_one_line(tmp_path):
     path = write(tmp_path, "davfs:\n  chunk_size: huge\n")
     result = subprocess.run(
         [sys.executable, str(REPO / "run_server.py")],
-        env={"DAVFS_CONFIG": str(path), "PATH": "/usr/bin:/bin"}, cwd=tmp_path,
-        capture_output=True, text=True, timeout=60,
+        env={"DAVFS_CONFIG": str(path), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 78
     lines = result.stderr.strip().splitlines()
@@ -108,8 +117,11 @@ def test_bad_config_exits_nonzero_with_one_line(tmp_path):
 def test_public_bind_without_users_refuses_to_start(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "run_server.py"), "--host", "0.0.0.0"],
-        env={"DAVFS_CONFIG": "/dev/null", "PATH": "/usr/bin:/bin"}, cwd=tmp_path,
-        capture_output=True, text=True, timeout=60,
+        env={"DAVFS_CONFIG": "/dev/null", "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0 and "anonymous" in result.stderr
     assert not (tmp_path / "data").exists()

@@ -105,8 +105,12 @@ def test_chunked_put_and_expect_100_continue(server, http):
     assert http.get(server.url + "chunked.bin").content == data
     # Finder: chunked with X-Expected-Entity-Length
     r = http.put(
-        server.url + "finder.bin", data=iter([data[:5], data[5:]]),
-        headers={"X-Expected-Entity-Length": str(len(data)), "User-Agent": "WebDAVFS/3.0.0 (03008000) Darwin/22.1.0"},
+        server.url + "finder.bin",
+        data=iter([data[:5], data[5:]]),
+        headers={
+            "X-Expected-Entity-Length": str(len(data)),
+            "User-Agent": "WebDAVFS/3.0.0 (03008000) Darwin/22.1.0",
+        },
     )
     assert r.status_code == 201
     assert http.get(server.url + "finder.bin").content == data
@@ -128,7 +132,12 @@ def test_put_into_missing_folder_is_409_and_onto_folder_is_405(server, http):
 
 @pytest.mark.parametrize(
     "header, start, end",
-    [("bytes=10-19", 10, 19), ("bytes=-5", None, None), ("bytes=1048570-1048590", 1048570, 1048590), ("bytes=2000000-", 2000000, None)],
+    [
+        ("bytes=10-19", 10, 19),
+        ("bytes=-5", None, None),
+        ("bytes=1048570-1048590", 1048570, 1048590),
+        ("bytes=2000000-", 2000000, None),
+    ],
 )
 def test_ranges(server, http, header, start, end):
     data = os.urandom(2 * MiB + 100)
@@ -184,11 +193,20 @@ def test_move_statuses_and_content(server, http):
     http.put(server.url + "a.bin", data=data)
     http.put(server.url + "b.bin", data=b"other")
     dest = lambda name: {"Destination": server.url + name}  # noqa: E731
-    assert http.request("MOVE", server.url + "a.bin", headers={**dest("c.bin"), "Overwrite": "F"}).status_code == 201
+    assert (
+        http.request("MOVE", server.url + "a.bin", headers={**dest("c.bin"), "Overwrite": "F"}).status_code
+        == 201
+    )
     assert http.get(server.url + "a.bin").status_code == 404
     assert http.get(server.url + "c.bin").content == data
-    assert http.request("MOVE", server.url + "c.bin", headers={**dest("b.bin"), "Overwrite": "F"}).status_code == 412
-    assert http.request("MOVE", server.url + "c.bin", headers={**dest("b.bin"), "Overwrite": "T"}).status_code == 204
+    assert (
+        http.request("MOVE", server.url + "c.bin", headers={**dest("b.bin"), "Overwrite": "F"}).status_code
+        == 412
+    )
+    assert (
+        http.request("MOVE", server.url + "c.bin", headers={**dest("b.bin"), "Overwrite": "T"}).status_code
+        == 204
+    )
     assert http.get(server.url + "b.bin").content == data
     # case-only rename and a folder rename (Explorer's "New folder" then rename)
     assert http.request("MOVE", server.url + "b.bin", headers=dest("B.bin")).status_code == 201
@@ -207,13 +225,26 @@ def test_copy_shares_chunks_and_is_independent(server, http):
     http.request("MKCOL", server.url + "tree")
     http.put(server.url + "tree/a.txt", data=b"a")
     puts_before = len(list(server.app.store.iter_chunks()))
-    assert http.request("COPY", server.url + "src.bin", headers={"Destination": server.url + "dst.bin"}).status_code == 201
+    assert (
+        http.request(
+            "COPY", server.url + "src.bin", headers={"Destination": server.url + "dst.bin"}
+        ).status_code
+        == 201
+    )
     assert len(list(server.app.store.iter_chunks())) == puts_before  # metadata only
     http.put(server.url + "src.bin", data=b"changed")
     assert http.get(server.url + "dst.bin").content == data
-    assert http.request("COPY", server.url + "tree", headers={"Destination": server.url + "tree2"}).status_code == 201
+    assert (
+        http.request("COPY", server.url + "tree", headers={"Destination": server.url + "tree2"}).status_code
+        == 201
+    )
     assert http.get(server.url + "tree2/a.txt").content == b"a"
-    assert http.request("COPY", server.url + "dst.bin", headers={"Destination": server.url + "src.bin", "Overwrite": "T"}).status_code == 204
+    assert (
+        http.request(
+            "COPY", server.url + "dst.bin", headers={"Destination": server.url + "src.bin", "Overwrite": "T"}
+        ).status_code
+        == 204
+    )
     assert http.get(server.url + "src.bin").content == data
 
 
@@ -234,6 +265,19 @@ def test_propfind_depths_and_properties(server, http):
     assert a[f"{DAV}getetag"].text == head.headers["ETag"]  # identical, quotes included
     assert set(responses(propfind(http, server.url + "Folder", depth="0"))) == {"/Folder/"}
     assert http.request("PROPFIND", server.url + "missing", headers={"Depth": "0"}).status_code == 404
+
+
+def test_propfind_depth_infinity_is_configurable(start_server, http):
+    closed = start_server()
+    http.request("MKCOL", closed.url + "a")
+    http.put(closed.url + "a/f", data=b"x")
+    r = http.request("PROPFIND", closed.url, headers={"Depth": "infinity"})
+    assert r.status_code == 403 and "propfind-finite-depth" in r.text
+    assert http.request("PROPFIND", closed.url).status_code == 403  # no Depth means infinity
+    opened = start_server(propfind_infinity=True)
+    http.request("MKCOL", opened.url + "a")
+    http.put(opened.url + "a/f", data=b"x")
+    assert set(responses(propfind(http, opened.url, depth="infinity"))) == {"/", "/a/", "/a/f"}
 
 
 def test_propfind_unknown_property_is_404_in_propstat(server, http):
@@ -280,29 +324,47 @@ def test_windows_explorer_copy_sequence(server, http):
     win = {"User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045", "Translate": "f"}
     http.request("MKCOL", server.url + "dir", headers=win)
     assert http.request("PROPFIND", server.url + "dir/", headers={**win, "Depth": "1"}).status_code == 207
-    assert http.request("PROPFIND", server.url + "dir/f.txt", headers={**win, "Depth": "0"}).status_code == 404
+    assert (
+        http.request("PROPFIND", server.url + "dir/f.txt", headers={**win, "Depth": "0"}).status_code == 404
+    )
     assert http.put(server.url + "dir/f.txt", data=b"", headers=win).status_code == 201
     r = http.request(
-        "LOCK", server.url + "dir/f.txt", data=LOCKINFO,
-        headers={**win, "Timeout": "Second-3600", "Content-Type": 'text/xml; charset="utf-8"', "Cache-Control": "no-cache"},
+        "LOCK",
+        server.url + "dir/f.txt",
+        data=LOCKINFO,
+        headers={
+            **win,
+            "Timeout": "Second-3600",
+            "Content-Type": 'text/xml; charset="utf-8"',
+            "Cache-Control": "no-cache",
+        },
     )
     assert r.status_code == 200
     assert "xml" in r.headers["Content-Type"]
     token = r.headers["Lock-Token"]
     assert token.startswith("<opaquelocktoken:")
     if_header = {"If": f"({token})"}
-    r = http.request("PROPPATCH", server.url + "dir/f.txt", data=PROPPATCH_WIN32, headers={**win, **if_header})
+    r = http.request(
+        "PROPPATCH", server.url + "dir/f.txt", data=PROPPATCH_WIN32, headers={**win, **if_header}
+    )
     assert r.status_code == 207 and "403" not in r.text and "200" in r.text
     assert http.head(server.url + "dir/f.txt", headers=win).status_code == 200
     data = os.urandom(MiB + 77)
     assert http.put(server.url + "dir/f.txt", data=data, headers=win).status_code == 423  # no token
     assert http.put(server.url + "dir/f.txt", data=data, headers={**win, **if_header}).status_code == 204
-    r = http.request("PROPPATCH", server.url + "dir/f.txt", data=PROPPATCH_WIN32, headers={**win, **if_header})
+    r = http.request(
+        "PROPPATCH", server.url + "dir/f.txt", data=PROPPATCH_WIN32, headers={**win, **if_header}
+    )
     assert r.status_code == 207 and "403" not in r.text
-    assert http.request("UNLOCK", server.url + "dir/f.txt", headers={**win, "Lock-Token": token}).status_code == 204
+    assert (
+        http.request("UNLOCK", server.url + "dir/f.txt", headers={**win, "Lock-Token": token}).status_code
+        == 204
+    )
     props = responses(propfind(http, server.url + "dir/", depth="1"))
     assert props["/dir/f.txt"][f"{DAV}getlastmodified"].text == "Mon, 02 Jan 2023 03:04:05 GMT"
-    assert hashlib.sha256(http.get(server.url + "dir/f.txt").content).digest() == hashlib.sha256(data).digest()
+    assert (
+        hashlib.sha256(http.get(server.url + "dir/f.txt").content).digest() == hashlib.sha256(data).digest()
+    )
 
 
 def test_lock_on_unmapped_url_creates_an_empty_file(server, http):
@@ -311,7 +373,10 @@ def test_lock_on_unmapped_url_creates_an_empty_file(server, http):
     assert http.get(server.url + "new.txt").content == b""
     token = r.headers["Lock-Token"]
     # bare token (older Windows) is accepted too
-    assert http.request("UNLOCK", server.url + "new.txt", headers={"Lock-Token": token.strip("<>")}).status_code == 204
+    assert (
+        http.request("UNLOCK", server.url + "new.txt", headers={"Lock-Token": token.strip("<>")}).status_code
+        == 204
+    )
 
 
 def test_locked_file_refuses_writes_and_delete_without_token(server, http):

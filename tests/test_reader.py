@@ -37,7 +37,11 @@ def build(data: bytes, chunk_size: int, block_size: int, store: MemoryStore | No
         piece = data[start : start + chunk_size]
         meta = ChunkMeta.of(piece, block_size)
         locator = store.put(piece, meta)
-        extents.append(Extent(ChunkInfo(meta.chunk_hash, locator, len(piece), block_size, meta.block_hashes), 0, len(piece)))
+        extents.append(
+            Extent(
+                ChunkInfo(meta.chunk_hash, locator, len(piece), block_size, meta.block_hashes), 0, len(piece)
+            )
+        )
     return FileSnapshot("/f", 1, len(data), 0.0, "etag", tuple(extents)), store
 
 
@@ -72,8 +76,10 @@ def test_any_seek_read_sequence_equals_slicing(size, block_size, blocks_per_chun
                     offset -= 1500
                 elif whence == 2:
                     offset -= 3000
-                if (whence == 0 and offset < 0) or (whence == 1 and model.tell() + offset < 0) or (
-                    whence == 2 and size + offset < 0
+                if (
+                    (whence == 0 and offset < 0)
+                    or (whence == 1 and model.tell() + offset < 0)
+                    or (whence == 2 and size + offset < 0)
                 ):
                     with pytest.raises(ValueError):
                         reader.seek(offset, whence)

@@ -11,8 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import select
 
-from davfs.catalog import ROOT_ID, Catalog
-from davfs.catalog import schema
+from davfs.catalog import ROOT_ID, Catalog, schema
 from davfs.errors import IncompleteUpload, StoreError, UploadError
 from davfs.reader import ChunkReader
 from davfs.stores.memory import MemoryStore
@@ -57,8 +56,14 @@ def catalog(tmp_path):
 
 def writer(catalog, store, name="f", expected=None, chunk_size=MiB, in_flight=2):
     return ChunkWriter(
-        UploadTarget(ROOT_ID, name, f"/{name}"), catalog, store, EXECUTOR,
-        expected_size=expected, chunk_size=chunk_size, block_size=256 * 1024, in_flight=in_flight,
+        UploadTarget(ROOT_ID, name, f"/{name}"),
+        catalog,
+        store,
+        EXECUTOR,
+        expected_size=expected,
+        chunk_size=chunk_size,
+        block_size=256 * 1024,
+        in_flight=in_flight,
     )
 
 

@@ -18,8 +18,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, CursorResult, func, insert, select, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
@@ -139,26 +140,30 @@ class Catalog:
                 now = time.time()
                 conn.execute(
                     insert(nodes).values(
-                        id=ROOT_ID, parent_id=None, name="", is_dir=True, version_id=None,
-                        created=now, modified=now,
+                        id=ROOT_ID,
+                        parent_id=None,
+                        name="",
+                        is_dir=True,
+                        version_id=None,
+                        created=now,
+                        modified=now,
                     )
                 )
                 return
             version = int(current)
             if version > schema.SCHEMA_VERSION:
                 raise CatalogError(
-                    f"catalog schema {version} is newer than this davfs ({schema.SCHEMA_VERSION}); upgrade davfs"
+                    f"catalog schema {version} is newer than this davfs "
+                    f"({schema.SCHEMA_VERSION}); upgrade davfs"
                 )
             while version < schema.SCHEMA_VERSION:
                 schema.MIGRATIONS[version](conn)
                 version += 1
-            conn.execute(
-                update(meta).where(meta.c.key == "schema_version").values(value=str(version))
-            )
+            conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
 
     def schema_version(self) -> int:
         with self._read() as conn:
-            return int(conn.scalar(select(meta.c.value).where(meta.c.key == "schema_version")))
+            return int(conn.scalar(select(meta.c.value).where(meta.c.key == "schema_version")) or 0)
 
     # --- lookups -----------------------------------------------------------------
 
@@ -168,7 +173,9 @@ class Catalog:
             return self._resolve(conn, segments)
 
     def _resolve(self, conn: Connection, segments: Sequence[str]) -> Node | None:
-        row = conn.execute(select(*_NODE_COLUMNS).select_from(_NODE_FROM).where(nodes.c.id == ROOT_ID)).first()
+        row = conn.execute(
+            select(*_NODE_COLUMNS).select_from(_NODE_FROM).where(nodes.c.id == ROOT_ID)
+        ).first()
         node = _node(row)
         for name in segments:
             if not node.is_dir:
@@ -212,15 +219,24 @@ class Catalog:
                 raise NotFound(f"version {version_id} of {path}")
             rows = conn.execute(
                 select(
-                    extents.c.offset, extents.c.length, chunks.c.chunk_hash, chunks.c.locator,
-                    chunks.c.size, chunks.c.block_size, chunks.c.block_hashes,
+                    extents.c.offset,
+                    extents.c.length,
+                    chunks.c.chunk_hash,
+                    chunks.c.locator,
+                    chunks.c.size,
+                    chunks.c.block_size,
+                    chunks.c.block_hashes,
                 )
                 .select_from(extents.join(chunks, chunks.c.chunk_hash == extents.c.chunk_hash))
                 .where(extents.c.version_id == version_id)
                 .order_by(extents.c.seq)
             ).all()
         parts = tuple(
-            Extent(ChunkInfo(r.chunk_hash, r.locator, r.size, r.block_size, bytes(r.block_hashes)), r.offset, r.length)
+            Extent(
+                ChunkInfo(r.chunk_hash, r.locator, r.size, r.block_size, bytes(r.block_hashes)),
+                r.offset,
+                r.length,
+            )
             for r in rows
         )
         if sum(e.length for e in parts) != head.size:
@@ -264,6 +280,7 @@ class Catalog:
                         nodes.join(versions, nodes.c.version_id == versions.c.id)
                     )
                 )
+                or 0
             )
 
     def walk(self, folder_id: int = ROOT_ID, prefix: str = "") -> Iterator[tuple[str, Node]]:
@@ -281,12 +298,18 @@ class Catalog:
             self._require_folder(conn, parent_id)
             now = time.time()
             try:
-                node_id = conn.execute(
-                    insert(nodes).values(
-                        parent_id=parent_id, name=name, is_dir=True, version_id=None,
-                        created=now, modified=now,
+                node_id = _new_id(
+                    conn.execute(
+                        insert(nodes).values(
+                            parent_id=parent_id,
+                            name=name,
+                            is_dir=True,
+                            version_id=None,
+                            created=now,
+                            modified=now,
+                        )
                     )
-                ).inserted_primary_key[0]
+                )
             except SqlIntegrityError:
                 raise AlreadyExists(name) from None
         return Node(node_id, parent_id, name, True, now, now, None, 0, None)
@@ -297,18 +320,20 @@ class Catalog:
 
     def begin_upload(self, path: str) -> int:
         with self._write() as conn:
-            return int(conn.execute(insert(uploads).values(path=path, started=time.time())).inserted_primary_key[0])
+            return int(_new_id(conn.execute(insert(uploads).values(path=path, started=time.time()))))
 
     def journal_chunk(self, upload_id: int, chunk_hash: str, locator: str) -> None:
         """Record a chunk stored for an upload that has not committed yet."""
         with self._write() as conn:
             exists = conn.scalar(
-                select(func.count()).select_from(upload_chunks).where(
-                    upload_chunks.c.upload_id == upload_id, upload_chunks.c.chunk_hash == chunk_hash
-                )
+                select(func.count())
+                .select_from(upload_chunks)
+                .where(upload_chunks.c.upload_id == upload_id, upload_chunks.c.chunk_hash == chunk_hash)
             )
             if not exists:
-                conn.execute(insert(upload_chunks).values(upload_id=upload_id, chunk_hash=chunk_hash, locator=locator))
+                conn.execute(
+                    insert(upload_chunks).values(upload_id=upload_id, chunk_hash=chunk_hash, locator=locator)
+                )
 
     def abort_upload(self, upload_id: int, stored: Sequence[StoredChunk]) -> None:
         """Forget an upload. Its chunks stay in the store, recorded as unreferenced, so
@@ -316,13 +341,22 @@ class Catalog:
         with self._write() as conn:
             now = time.time()
             for chunk in stored:
-                if conn.scalar(select(func.count()).select_from(chunks).where(chunks.c.chunk_hash == chunk.chunk_hash)):
+                if conn.scalar(
+                    select(func.count()).select_from(chunks).where(chunks.c.chunk_hash == chunk.chunk_hash)
+                ):
                     continue
-                conn.execute(insert(chunks).values(
-                    chunk_hash=chunk.chunk_hash, locator=chunk.locator, size=chunk.size,
-                    block_size=chunk.block_size, block_hashes=chunk.block_hashes,
-                    refcount=0, unreferenced_since=now, created=now,
-                ))
+                conn.execute(
+                    insert(chunks).values(
+                        chunk_hash=chunk.chunk_hash,
+                        locator=chunk.locator,
+                        size=chunk.size,
+                        block_size=chunk.block_size,
+                        block_hashes=chunk.block_hashes,
+                        refcount=0,
+                        unreferenced_since=now,
+                        created=now,
+                    )
+                )
             conn.execute(sql_delete(upload_chunks).where(upload_chunks.c.upload_id == upload_id))
             conn.execute(sql_delete(uploads).where(uploads.c.id == upload_id))
 
@@ -341,7 +375,9 @@ class Catalog:
         Creates the file if needed and retires the version it replaces. Returns the node
         and whether it was created."""
         if sum(c.size for c in stored) != size:
-            raise CatalogError(f"commit of {name}: chunks hold {sum(c.size for c in stored)} bytes, not {size}")
+            raise CatalogError(
+                f"commit of {name}: chunks hold {sum(c.size for c in stored)} bytes, not {size}"
+            )
         with self._write() as conn:
             self._require_folder(conn, parent_id)
             now = time.time()
@@ -355,20 +391,30 @@ class Catalog:
                 raise AlreadyExists(name)
             etag = content_etag((c.chunk_hash for c in stored), size)
             node_id = existing.id if existing is not None else None
-            version_id = self._insert_version(conn, node_id or 0, size, etag, [(c.chunk_hash, c.size) for c in stored], now)
+            version_id = self._insert_version(
+                conn, node_id or 0, size, etag, [(c.chunk_hash, c.size) for c in stored], now
+            )
             modified = now if mtime is None else mtime
             if existing is None:
-                node_id = conn.execute(
-                    insert(nodes).values(
-                        parent_id=parent_id, name=name, is_dir=False, version_id=version_id,
-                        created=now, modified=modified,
+                node_id = _new_id(
+                    conn.execute(
+                        insert(nodes).values(
+                            parent_id=parent_id,
+                            name=name,
+                            is_dir=False,
+                            version_id=version_id,
+                            created=now,
+                            modified=modified,
+                        )
                     )
-                ).inserted_primary_key[0]
+                )
                 conn.execute(update(versions).where(versions.c.id == version_id).values(node_id=node_id))
                 created = now
             else:
                 conn.execute(
-                    update(nodes).where(nodes.c.id == node_id).values(version_id=version_id, modified=modified)
+                    update(nodes)
+                    .where(nodes.c.id == node_id)
+                    .values(version_id=version_id, modified=modified)
                 )
                 self._retire(conn, existing.version_id, now)
                 created = existing.created
@@ -376,7 +422,9 @@ class Catalog:
                 conn.execute(sql_delete(upload_chunks).where(upload_chunks.c.upload_id == upload_id))
                 conn.execute(sql_delete(uploads).where(uploads.c.id == upload_id))
         assert node_id is not None
-        return Node(node_id, parent_id, name, False, created, modified, version_id, size, etag), existing is None
+        return Node(
+            node_id, parent_id, name, False, created, modified, version_id, size, etag
+        ), existing is None
 
     def set_modified(self, node_id: int, mtime: float) -> None:
         with self._write() as conn:
@@ -384,7 +432,9 @@ class Catalog:
 
     def set_dead_prop(self, node_id: int, name: str, value: str | None) -> None:
         with self._write() as conn:
-            conn.execute(sql_delete(dead_props).where(dead_props.c.node_id == node_id, dead_props.c.name == name))
+            conn.execute(
+                sql_delete(dead_props).where(dead_props.c.node_id == node_id, dead_props.c.name == name)
+            )
             if value is not None:
                 conn.execute(insert(dead_props).values(node_id=node_id, name=name, value=value))
 
@@ -433,23 +483,33 @@ class Catalog:
         file is replaced."""
         with self._write() as conn:
             self._require_folder(conn, dest_parent_id)
-            src = conn.execute(select(*_NODE_COLUMNS).select_from(_NODE_FROM).where(nodes.c.id == node_id)).first()
+            src = conn.execute(
+                select(*_NODE_COLUMNS).select_from(_NODE_FROM).where(nodes.c.id == node_id)
+            ).first()
             if src is None:
                 raise NotFound(f"node {node_id}")
             source = _node(src)
             now = time.time()
             dest = conn.execute(
-                select(nodes.c.id, nodes.c.is_dir).where(nodes.c.parent_id == dest_parent_id, nodes.c.name == dest_name)
+                select(nodes.c.id, nodes.c.is_dir).where(
+                    nodes.c.parent_id == dest_parent_id, nodes.c.name == dest_name
+                )
             ).first()
             if dest is not None and bool(dest.is_dir) != source.is_dir:
                 raise AlreadyExists(dest_name)
             if dest is None:
-                dest_id = conn.execute(
-                    insert(nodes).values(
-                        parent_id=dest_parent_id, name=dest_name, is_dir=source.is_dir, version_id=None,
-                        created=now, modified=source.modified,
+                dest_id = _new_id(
+                    conn.execute(
+                        insert(nodes).values(
+                            parent_id=dest_parent_id,
+                            name=dest_name,
+                            is_dir=source.is_dir,
+                            version_id=None,
+                            created=now,
+                            modified=source.modified,
+                        )
                     )
-                ).inserted_primary_key[0]
+                )
             else:
                 dest_id = dest.id
             version_id = None
@@ -466,22 +526,46 @@ class Catalog:
                 )
                 for chunk_hash, count in Counter(p.chunk_hash for p in parts).items():
                     conn.execute(
-                        update(chunks).where(chunks.c.chunk_hash == chunk_hash).values(refcount=chunks.c.refcount + count)
+                        update(chunks)
+                        .where(chunks.c.chunk_hash == chunk_hash)
+                        .values(refcount=chunks.c.refcount + count)
                     )
                 version_id = self._insert_version(
-                    conn, dest_id, source.size, source.etag or "", [(p.chunk_hash, p.length) for p in parts], now
+                    conn,
+                    dest_id,
+                    source.size,
+                    source.etag or "",
+                    [(p.chunk_hash, p.length) for p in parts],
+                    now,
                 )
                 if dest is not None:
                     old = conn.scalar(select(nodes.c.version_id).where(nodes.c.id == dest_id))
                     self._retire(conn, old, now)
                 conn.execute(
-                    update(nodes).where(nodes.c.id == dest_id).values(version_id=version_id, modified=source.modified)
+                    update(nodes)
+                    .where(nodes.c.id == dest_id)
+                    .values(version_id=version_id, modified=source.modified)
                 )
             conn.execute(sql_delete(dead_props).where(dead_props.c.node_id == dest_id))
-            props = conn.execute(select(dead_props.c.name, dead_props.c.value).where(dead_props.c.node_id == node_id)).all()
+            props = conn.execute(
+                select(dead_props.c.name, dead_props.c.value).where(dead_props.c.node_id == node_id)
+            ).all()
             if props:
-                conn.execute(insert(dead_props), [{"node_id": dest_id, "name": p.name, "value": p.value} for p in props])
-        return Node(dest_id, dest_parent_id, dest_name, source.is_dir, now, source.modified, version_id, source.size, source.etag)
+                conn.execute(
+                    insert(dead_props),
+                    [{"node_id": dest_id, "name": p.name, "value": p.value} for p in props],
+                )
+        return Node(
+            dest_id,
+            dest_parent_id,
+            dest_name,
+            source.is_dir,
+            now,
+            source.modified,
+            version_id,
+            source.size,
+            source.etag,
+        )
 
     # --- helpers -----------------------------------------------------------------
 
@@ -507,16 +591,30 @@ class Catalog:
             ).rowcount
             if not updated:
                 c = first[chunk_hash]
-                conn.execute(insert(chunks).values(
-                    chunk_hash=chunk_hash, locator=c.locator, size=c.size, block_size=c.block_size,
-                    block_hashes=c.block_hashes, refcount=count, unreferenced_since=None, created=now,
-                ))
+                conn.execute(
+                    insert(chunks).values(
+                        chunk_hash=chunk_hash,
+                        locator=c.locator,
+                        size=c.size,
+                        block_size=c.block_size,
+                        block_hashes=c.block_hashes,
+                        refcount=count,
+                        unreferenced_since=None,
+                        created=now,
+                    )
+                )
 
     def _insert_version(
-        self, conn: Connection, node_id: int, size: int, etag: str, parts: Sequence[tuple[str, int]], now: float
+        self,
+        conn: Connection,
+        node_id: int,
+        size: int,
+        etag: str,
+        parts: Sequence[tuple[str, int]],
+        now: float,
     ) -> int:
         version_id = int(
-            conn.execute(insert(versions).values(node_id=node_id, size=size, etag=etag, created=now)).inserted_primary_key[0]
+            _new_id(conn.execute(insert(versions).values(node_id=node_id, size=size, etag=etag, created=now)))
         )
         if parts:
             conn.execute(
@@ -527,6 +625,12 @@ class Catalog:
                 ],
             )
         return version_id
+
+
+def _new_id(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def _batches(ids: Sequence[int]) -> Iterator[list[int]]:

@@ -58,8 +58,7 @@ class ChunkMeta:
         """Hash a whole chunk held in memory (tests, CLI, recovery checks)."""
         view = memoryview(data)
         digests = b"".join(
-            hashlib.sha256(view[i : i + block_size]).digest()
-            for i in range(0, len(view), block_size)
+            hashlib.sha256(view[i : i + block_size]).digest() for i in range(0, len(view), block_size)
         )
         return cls(hashlib.sha256(view).hexdigest(), len(view), block_size, digests)
 

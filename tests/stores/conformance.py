@@ -37,7 +37,15 @@ class StoreConformance:
     def test_ranged_get(self, store: ChunkStore) -> None:
         data, meta = chunk(2 * MiB + 5)
         locator = store.put(data, meta)
-        for offset, length in [(0, 1), (1, 4095), (MiB - 3, 7), (2 * MiB, 5), (12345, MiB), (len(data) - 1, 1), (7, 0)]:
+        for offset, length in [
+            (0, 1),
+            (1, 4095),
+            (MiB - 3, 7),
+            (2 * MiB, 5),
+            (12345, MiB),
+            (len(data) - 1, 1),
+            (7, 0),
+        ]:
             assert store.get(locator, offset, length) == data[offset : offset + length]
 
     def test_get_outside_the_chunk_is_refused(self, store: ChunkStore) -> None:
