@@ -1,21 +1,25 @@
 """ChunkWriter: streams an upload into chunks and commits it atomically (invariant 3).
 
-The body is copied into a chunk buffer as it arrives and BlockHashes are computed on
-the receiving thread; every full chunk is handed to the executor, which computes its
-ChunkHash, skips it if this upload or the catalog already has that content (dedup), stores it and
-journals it, while the next chunk is still arriving. At most ``in_flight`` chunks wait
-for the store, so memory is bounded by ``(in_flight + 1) × chunk_size`` (invariant 5).
+As the body arrives it is written to a spool file in the store's spool folder and its
+BlockHashes are computed on the receiving thread. Every full chunk is handed to the
+executor, which computes its ChunkHash, skips it if this upload or the catalog already
+has that content (dedup), and otherwise gives the spool file to the store (for the local
+store an fsync and a rename, no copy) and journals it, while the next chunk is still
+arriving. Chunks never sit in memory (invariant 5); at most ``in_flight`` spooled chunks
+wait for the store, which bounds temporary disk use and pushes back on fast clients.
 
 Nothing becomes visible until :meth:`close`: it waits for every chunk, checks that the
 byte count matches the announced size, and commits the version in one catalog
-transaction. Any failure before that leaves the previous version (or no file) in
-place; the chunks already stored are recorded as unreferenced for ``gc``.
+transaction. Any failure before that leaves the previous version (or no file) in place;
+chunks already stored are recorded as unreferenced for ``gc``, spool files are removed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import tempfile
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Executor, Future
@@ -28,6 +32,8 @@ from davfs.stores.base import ChunkMeta, ChunkStore
 
 log = logging.getLogger(__name__)
 
+_READ_BACK = 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class UploadTarget:
@@ -36,6 +42,48 @@ class UploadTarget:
     parent_id: int
     name: str
     path: str
+
+
+class _Spool:
+    """The chunk being received: a spool file plus the hashes of its finished blocks."""
+
+    def __init__(self, folder: str | None, block_size: int) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="upload-", suffix=".spool", dir=folder)
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._block_size = block_size
+        self.size = 0
+        self._block = hashlib.sha256()
+        self._in_block = 0
+        self._digests: list[bytes] = []
+
+    def write(self, piece: memoryview) -> None:
+        written = 0
+        while written < len(piece):
+            written += self._file.write(piece[written:]) or 0
+        self.size += len(piece)
+        while piece:
+            take = min(self._block_size - self._in_block, len(piece))
+            self._block.update(piece[:take])
+            self._in_block += take
+            piece = piece[take:]
+            if self._in_block == self._block_size:
+                self._end_block()
+
+    def _end_block(self) -> None:
+        self._digests.append(self._block.digest())
+        self._block = hashlib.sha256()
+        self._in_block = 0
+
+    def finish(self) -> bytes:
+        """Close the file and return the concatenated BlockHashes."""
+        if self._in_block:
+            self._end_block()
+        self._file.close()
+        return b"".join(self._digests)
+
+    def discard(self) -> None:
+        self._file.close()
+        _unlink(self.path)
 
 
 class ChunkWriter:
@@ -65,11 +113,8 @@ class ChunkWriter:
         self._block_size = block_size
         self._in_flight = max(1, in_flight)
         self._mtime = mtime
-        self._buffer = bytearray(self._chunk_size)
-        self._filled = 0
-        self._block_digests: list[bytes] = []
-        self._hashed_upto = 0
-        self._futures: list[Future[StoredChunk]] = []
+        self._spool: _Spool | None = None
+        self._pending: list[tuple[Future[StoredChunk], str]] = []
         self._stored: list[StoredChunk] = []
         self._upload_id: int | None = None
         self._seen: dict[str, Future[StoredChunk]] = {}
@@ -89,17 +134,16 @@ class ChunkWriter:
             raise UploadError(self.target.path, "write after close")
         view = memoryview(data).cast("B")
         total = len(view)
-        self.received += total
-        if self.expected_size is not None and self.received > self.expected_size:
-            raise IncompleteUpload(self.target.path, self.received, self.expected_size)
+        if self.expected_size is not None and self.received + total > self.expected_size:
+            raise IncompleteUpload(self.target.path, self.received + total, self.expected_size)
         while view:
-            room = self._chunk_size - self._filled
-            take = min(room, len(view))
-            self._buffer[self._filled : self._filled + take] = view[:take]
-            self._filled += take
+            if self._spool is None:
+                self._spool = _Spool(self._store.properties.spool_dir, self._block_size)
+            take = min(self._chunk_size - self._spool.size, len(view))
+            self._spool.write(view[:take])
+            self.received += take
             view = view[take:]
-            self._hash_full_blocks()
-            if self._filled == self._chunk_size:
+            if self._spool.size == self._chunk_size:
                 if self._upload_id is None:
                     # A multi-chunk upload: journal it so a crash leaves findable chunks.
                     self._upload_id = self._catalog.begin_upload(self.target.path)
@@ -117,8 +161,7 @@ class ChunkWriter:
         try:
             if self.expected_size is not None and self.received != self.expected_size:
                 raise IncompleteUpload(self.target.path, self.received, self.expected_size)
-            if self._filled:
-                self._hash_tail()
+            if self._spool is not None:
                 self._ship_chunk()
             self._drain(0)
             self.node, self.created = self._catalog.commit_file(
@@ -139,16 +182,19 @@ class ChunkWriter:
         if self._finished:
             return
         self._finished = True
-        for future in self._futures:
-            future.cancel()
-        for future in self._futures:
+        if self._spool is not None:
+            self._spool.discard()
+            self._spool = None
+        for future, path in self._pending:
+            if future.cancel():
+                _unlink(path)
+        for future, _ in self._pending:
             if not future.cancelled():
                 try:
                     self._stored.append(future.result())
                 except BaseException:  # noqa: B036 - the upload already failed
                     pass
-        self._futures.clear()
-        self._buffer = bytearray()
+        self._pending.clear()
         if self._upload_id is not None or self._stored:
             try:
                 self._catalog.abort_upload(self._upload_id or 0, self._stored)
@@ -162,33 +208,17 @@ class ChunkWriter:
 
     # --- chunks ------------------------------------------------------------------
 
-    def _hash_full_blocks(self) -> None:
-        view = memoryview(self._buffer)
-        while self._filled - self._hashed_upto >= self._block_size:
-            end = self._hashed_upto + self._block_size
-            self._block_digests.append(hashlib.sha256(view[self._hashed_upto : end]).digest())
-            self._hashed_upto = end
-
-    def _hash_tail(self) -> None:
-        if self._filled > self._hashed_upto:
-            view = memoryview(self._buffer)
-            self._block_digests.append(hashlib.sha256(view[self._hashed_upto : self._filled]).digest())
-            self._hashed_upto = self._filled
-
     def _ship_chunk(self) -> None:
         self._drain(self._in_flight - 1)
-        data = memoryview(self._buffer)[: self._filled]
-        digests = b"".join(self._block_digests)
-        buffer = self._buffer
-        self._futures.append(self._executor.submit(self._store_chunk, buffer, data, digests))
-        self._buffer = bytearray(self._chunk_size)
-        self._filled = 0
-        self._hashed_upto = 0
-        self._block_digests = []
+        spool, self._spool = self._spool, None
+        assert spool is not None
+        digests = spool.finish()
+        future = self._executor.submit(self._store_chunk, spool.path, spool.size, digests)
+        self._pending.append((future, spool.path))
 
     def _drain(self, keep: int) -> None:
-        while len(self._futures) > keep:
-            future = self._futures.pop(0)
+        while len(self._pending) > keep:
+            future, _ = self._pending.pop(0)
             try:
                 self._stored.append(future.result())
             except DavfsError:
@@ -196,25 +226,47 @@ class ChunkWriter:
             except Exception as exc:
                 raise UploadError(self.target.path, exc) from exc
 
-    def _store_chunk(self, _owner: bytearray, data: memoryview, digests: bytes) -> StoredChunk:
-        chunk_hash = hashlib.sha256(data).hexdigest()
-        with self._seen_lock:
-            earlier = self._seen.get(chunk_hash)
-            if earlier is None:
-                mine: Future[StoredChunk] = Future()
-                self._seen[chunk_hash] = mine
-        if earlier is not None:
-            return earlier.result()  # the same content earlier in this upload
+    def _store_chunk(self, path: str, size: int, digests: bytes) -> StoredChunk:
+        """Runs on the executor; owns the spool file at ``path`` from here on."""
+        try:
+            chunk_hash = _hash_file(path)
+            with self._seen_lock:
+                earlier = self._seen.get(chunk_hash)
+                if earlier is None:
+                    mine: Future[StoredChunk] = Future()
+                    self._seen[chunk_hash] = mine
+            if earlier is not None:
+                return earlier.result()  # the same content earlier in this upload
+        except BaseException:
+            _unlink(path)
+            raise
         try:
             stored = self._catalog.find_chunk(chunk_hash)
             if stored is None:
-                meta = ChunkMeta(chunk_hash, len(data), self._block_size, digests)
-                locator = self._store.put(data, meta)
-                stored = StoredChunk(chunk_hash, locator, len(data), self._block_size, digests)
+                meta = ChunkMeta(chunk_hash, size, self._block_size, digests)
+                locator = self._store.put_file(path, meta)
+                stored = StoredChunk(chunk_hash, locator, size, self._block_size, digests)
             if self._upload_id is not None:
                 self._catalog.journal_chunk(self._upload_id, chunk_hash, stored.locator)
         except BaseException as exc:
             mine.set_exception(exc)
             raise
+        finally:
+            _unlink(path)  # adopted by the store, or a duplicate
         mine.set_result(stored)
         return stored
+
+
+def _hash_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as spooled:
+        while piece := spooled.read(_READ_BACK):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -18,12 +18,15 @@ from davfs.snapshot import BLOCK_SIZE
 
 @dataclass(frozen=True, slots=True)
 class StoreProperties:
-    """What callers may rely on: the largest chunk this store accepts and how many
-    requests are worth having in flight at once."""
+    """What callers may rely on: the largest chunk this store accepts, how many
+    requests are worth having in flight at once, and where uploads should spool chunks
+    so that :meth:`ChunkStore.put_file` can adopt them cheaply (None: the system's
+    temporary folder)."""
 
     name: str
     max_chunk_size: int
     concurrency: int
+    spool_dir: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,9 @@ class ChunkStore(Protocol):
 
     - ``put`` returns only once the chunk is durable; it returns the locator to pass to
       ``get``/``delete``. Putting a chunk with the same hash twice is safe.
+    - ``put_file`` does the same for a chunk spooled to a file, and takes the file over:
+      it is moved into the store or deleted, whether the put succeeds or not. Uploads
+      use it so a chunk never has to sit in memory (invariant 5).
     - ``get`` returns exactly ``length`` bytes starting at ``offset``, or raises
       :class:`~davfs.errors.ChunkMissing` if the chunk is gone. It never verifies:
       verification belongs to the reader, the trust boundary.
@@ -83,6 +89,8 @@ class ChunkStore(Protocol):
     properties: StoreProperties
 
     def put(self, data: bytes | memoryview, meta: ChunkMeta) -> str: ...
+
+    def put_file(self, path: str, meta: ChunkMeta) -> str: ...
 
     def get(self, locator: str, offset: int, length: int) -> bytes: ...
 

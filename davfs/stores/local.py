@@ -4,10 +4,13 @@ Layout under the store root::
 
     chunks/ab/abcdef….chunk      the chunk's bytes
     chunks/ab/abcdef….meta       JSON sidecar: ChunkHash, size, BlockHashes (invariant 6)
+    spool/                       uploads in progress write their chunks here
 
 Both are written to a temporary name, fsynced and renamed, then the folder is fsynced,
-so a crash leaves either the whole chunk or nothing but a stray ``.tmp`` file. The
-locator is the ChunkHash itself, which makes a repeated put of the same content free.
+so a crash leaves either the whole chunk or nothing but a stray temporary file. An
+upload's spool file is on the same file system, so ``put_file`` is an fsync and a
+rename, with no copy. The locator is the ChunkHash itself, which makes a repeated put
+of the same content free.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ class LocalStore:
         self.root = Path(root)
         self._chunks = self.root / "chunks"
         self._chunks.mkdir(parents=True, exist_ok=True)
-        self.properties = StoreProperties("local", max_chunk_size, concurrency=4)
+        self._spool = self.root / "spool"
+        self._spool.mkdir(exist_ok=True)
+        self.properties = StoreProperties("local", max_chunk_size, concurrency=4, spool_dir=str(self._spool))
         self._made_dirs: set[str] = set()
         self._lock = threading.Lock()
 
@@ -49,18 +54,47 @@ class LocalStore:
         data_path, meta_path = self._paths(locator)
         if data_path.exists() and meta_path.exists():
             return locator
-        folder = data_path.parent
+        self._make_folder(data_path.parent)
+        try:
+            _write_durably(data_path, data)
+            self._finish(meta_path, meta)
+        except OSError as exc:
+            raise StoreError("local", f"cannot write {data_path}: {exc}") from exc
+        return locator
+
+    def put_file(self, path: str, meta: ChunkMeta) -> str:
+        spooled = Path(path)
+        try:
+            if meta.size > self.properties.max_chunk_size:
+                raise StoreError("local", f"chunk of {meta.size} bytes exceeds the store's limit")
+            locator = meta.chunk_hash
+            data_path, meta_path = self._paths(locator)
+            if data_path.exists() and meta_path.exists():
+                return locator
+            self._make_folder(data_path.parent)
+            try:
+                with open(spooled, "rb+") as handle:
+                    if os.fstat(handle.fileno()).st_size != meta.size:
+                        raise StoreError("local", f"spooled chunk {spooled} is not {meta.size} bytes")
+                    os.fsync(handle.fileno())
+                os.replace(spooled, data_path)
+                self._finish(meta_path, meta)
+            except OSError as exc:
+                raise StoreError("local", f"cannot store {spooled}: {exc}") from exc
+            return locator
+        finally:
+            spooled.unlink(missing_ok=True)
+
+    def _make_folder(self, folder: Path) -> None:
         if folder.name not in self._made_dirs:
             folder.mkdir(exist_ok=True)
             with self._lock:
                 self._made_dirs.add(folder.name)
-        try:
-            _write_durably(data_path, data)
-            _write_durably(meta_path, json.dumps(meta.to_dict()).encode())
-            _fsync_dir(folder)
-        except OSError as exc:
-            raise StoreError("local", f"cannot write {data_path}: {exc}") from exc
-        return locator
+
+    def _finish(self, meta_path: Path, meta: ChunkMeta) -> None:
+        """Write the sidecar and make both renames durable."""
+        _write_durably(meta_path, json.dumps(meta.to_dict()).encode())
+        _fsync_dir(meta_path.parent)
 
     def get(self, locator: str, offset: int, length: int) -> bytes:
         data_path, _ = self._paths(locator)

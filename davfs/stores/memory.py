@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
@@ -21,6 +22,13 @@ class MemoryStore:
         with self._lock:
             self._chunks.setdefault(meta.chunk_hash, (bytes(data), meta))
         return meta.chunk_hash
+
+    def put_file(self, path: str, meta: ChunkMeta) -> str:
+        try:
+            with open(path, "rb") as spooled:
+                return self.put(spooled.read(), meta)
+        finally:
+            os.unlink(path)
 
     def get(self, locator: str, offset: int, length: int) -> bytes:
         with self._lock:

@@ -116,3 +116,17 @@ class StoreConformance:
         found = dict(store.iter_chunks())
         for locator, meta in stored.items():
             assert found[locator] == meta
+
+    def test_put_file_adopts_the_spooled_file(self, store: ChunkStore, tmp_path) -> None:
+        data, meta = chunk(MiB + 99)
+        folder = store.properties.spool_dir or str(tmp_path)
+        spooled = os.path.join(folder, "test.spool")
+        with open(spooled, "wb") as out:
+            out.write(data)
+        locator = store.put_file(spooled, meta)
+        assert not os.path.exists(spooled)
+        assert store.get(locator, 0, len(data)) == data
+        with open(spooled, "wb") as out:
+            out.write(data)
+        assert store.put_file(spooled, meta) == locator  # again: same chunk, file gone
+        assert not os.path.exists(spooled)
