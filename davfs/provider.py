@@ -406,19 +406,21 @@ class DavfsFile(_NodeResource, DAVNonCollection):  # type: ignore[misc]
             snapshot = provider.catalog.snapshot(node.version_id, self.path)
             reader = ChunkReader(snapshot, provider.store, provider.executor, window=provider.prefetch_blocks)
             try:
-                reader.prime(self._first_offset(snapshot.size))
+                reader.prime(*self._response_range(snapshot.size))
             except BaseException:
                 reader.close()
                 raise
         return reader
 
-    def _first_offset(self, size: int) -> int:
-        """Where the response will start (so a range read fetches only its own blocks)."""
+    def _response_range(self, size: int) -> tuple[int, int]:
+        """[start, end) of what wsgidav will send, so the reader fetches only those blocks."""
         header = self.environ.get("HTTP_RANGE")
-        if not header:
-            return 0
-        ranges, _ = util.obtain_content_ranges(header, size)
-        return int(ranges[0][0]) if ranges else 0
+        if header:
+            ranges, _ = util.obtain_content_ranges(header, size)
+            if ranges:
+                start, last, _length = ranges[0]
+                return int(start), int(last) + 1
+        return 0, size
 
     def begin_write(self, *, content_type: str | None = None) -> _UploadStream:
         assert self._parent_id is not None

@@ -110,6 +110,7 @@ class ChunkReader(io.RawIOBase):
         self._pending: dict[int, Future[bytes]] = {}
         self._current: tuple[int, bytes] | None = None
         self._last_index = -1
+        self._prefetch_end = len(self._blocks)
 
     # --- file object protocol ----------------------------------------------------
 
@@ -175,9 +176,12 @@ class ChunkReader(io.RawIOBase):
 
     # --- blocks ------------------------------------------------------------------
 
-    def prime(self, offset: int = 0) -> None:
+    def prime(self, offset: int = 0, end: int | None = None) -> None:
         """Fetch and verify the block at ``offset`` now, so an error surfaces as a clean
-        HTTP error before the response starts (invariant 2)."""
+        HTTP error before the response starts (invariant 2). ``end`` (exclusive) is where
+        the caller will stop reading: nothing past it is fetched ahead."""
+        if end is not None:
+            self._prefetch_end = bisect.bisect_left(self._starts, end)
         if 0 <= offset < self.snapshot.size:
             index = bisect.bisect_right(self._starts, offset) - 1
             self._block_data(index, prefetch=False)
@@ -190,7 +194,7 @@ class ChunkReader(io.RawIOBase):
         for stale in [i for i in self._pending if i < index or i > index + self._window]:
             self._pending.pop(stale).cancel()
         if prefetch and sequential:
-            for ahead in range(index + 1, min(index + 1 + self._window, len(self._blocks))):
+            for ahead in range(index + 1, min(index + 1 + self._window, self._prefetch_end)):
                 if ahead not in self._pending:
                     self._pending[ahead] = self._executor.submit(
                         fetch_block, self._store, self.snapshot.path, self._blocks[ahead]

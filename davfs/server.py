@@ -108,14 +108,18 @@ def _return_large_buffers_to_the_os() -> None:
     first freed chunk buffer, later ones come from per-thread heaps that are rarely
     returned, and with many uploads on many threads RSS climbs by hundreds of MiB.
     Pinning the threshold keeps every allocation of 4 MiB and more in its own mapping,
-    given back on free. Blocks (1 MiB) stay on the heap, where they are reused.
+    given back on free. Pinning it also freezes the trim threshold at 128 KiB, which
+    would hand every freed 1 MiB block back to the kernel and fault it in again (about
+    190,000 page faults per 512 MiB GET); a 16 MiB trim threshold keeps blocks on the
+    heap, where they are reused.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return  # not glibc
-    m_mmap_threshold = -3
+    m_trim_threshold, m_mmap_threshold = -1, -3
     libc.mallopt(m_mmap_threshold, 4 * 1024 * 1024)
+    libc.mallopt(m_trim_threshold, 16 * 1024 * 1024)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

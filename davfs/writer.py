@@ -1,11 +1,11 @@
 """ChunkWriter: streams an upload into chunks and commits it atomically (invariant 3).
 
-As the body arrives it is written to a spool file in the store's spool folder and its
-BlockHashes are computed on the receiving thread. Every full chunk is handed to the
-executor, which computes its ChunkHash, skips it if this upload or the catalog already
-has that content (dedup), and otherwise gives the spool file to the store (for the local
-store an fsync and a rename, no copy) and journals it, while the next chunk is still
-arriving. Chunks never sit in memory (invariant 5); at most ``in_flight`` spooled chunks
+As the body arrives it is written to a spool file in the store's spool folder, and its
+ChunkHash and BlockHashes are computed on the receiving thread (hashlib releases the
+GIL). Every full chunk is handed to the executor, which skips it if this upload or the
+catalog already has that content (dedup), and otherwise gives the spool file to the
+store (for the local store an fsync and a rename, no copy) and journals it, while the
+next chunk is still arriving. Chunks never sit in memory (invariant 5); at most ``in_flight`` spooled chunks
 wait for the store, which bounds temporary disk use and pushes back on fast clients.
 
 Nothing becomes visible until :meth:`close`: it waits for every chunk, checks that the
@@ -32,8 +32,6 @@ from davfs.stores.base import ChunkMeta, ChunkStore
 
 log = logging.getLogger(__name__)
 
-_READ_BACK = 1024 * 1024
-
 
 @dataclass(frozen=True, slots=True)
 class UploadTarget:
@@ -52,6 +50,7 @@ class _Spool:
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._block_size = block_size
         self.size = 0
+        self._chunk = hashlib.sha256()
         self._block = hashlib.sha256()
         self._in_block = 0
         self._digests: list[bytes] = []
@@ -61,6 +60,7 @@ class _Spool:
         while written < len(piece):
             written += self._file.write(piece[written:]) or 0
         self.size += len(piece)
+        self._chunk.update(piece)
         while piece:
             take = min(self._block_size - self._in_block, len(piece))
             self._block.update(piece[:take])
@@ -74,12 +74,12 @@ class _Spool:
         self._block = hashlib.sha256()
         self._in_block = 0
 
-    def finish(self) -> bytes:
-        """Close the file and return the concatenated BlockHashes."""
+    def finish(self) -> tuple[str, bytes]:
+        """Close the file; return the ChunkHash and the concatenated BlockHashes."""
         if self._in_block:
             self._end_block()
         self._file.close()
-        return b"".join(self._digests)
+        return self._chunk.hexdigest(), b"".join(self._digests)
 
     def discard(self) -> None:
         self._file.close()
@@ -162,7 +162,7 @@ class ChunkWriter:
             if self.expected_size is not None and self.received != self.expected_size:
                 raise IncompleteUpload(self.target.path, self.received, self.expected_size)
             if self._spool is not None:
-                self._ship_chunk()
+                self._ship_chunk(last=True)
             self._drain(0)
             self.node, self.created = self._catalog.commit_file(
                 self.target.parent_id,
@@ -208,12 +208,21 @@ class ChunkWriter:
 
     # --- chunks ------------------------------------------------------------------
 
-    def _ship_chunk(self) -> None:
+    def _ship_chunk(self, *, last: bool = False) -> None:
         self._drain(self._in_flight - 1)
         spool, self._spool = self._spool, None
         assert spool is not None
-        digests = spool.finish()
-        future = self._executor.submit(self._store_chunk, spool.path, spool.size, digests)
+        chunk_hash, digests = spool.finish()
+        if last and not self._pending:
+            # Nothing to overlap with (a small file): skip the hand-off to the executor.
+            done: Future[StoredChunk] = Future()
+            try:
+                done.set_result(self._store_chunk(spool.path, chunk_hash, spool.size, digests))
+            except BaseException as exc:
+                done.set_exception(exc)
+            self._pending.append((done, spool.path))
+            return
+        future = self._executor.submit(self._store_chunk, spool.path, chunk_hash, spool.size, digests)
         self._pending.append((future, spool.path))
 
     def _drain(self, keep: int) -> None:
@@ -226,20 +235,16 @@ class ChunkWriter:
             except Exception as exc:
                 raise UploadError(self.target.path, exc) from exc
 
-    def _store_chunk(self, path: str, size: int, digests: bytes) -> StoredChunk:
+    def _store_chunk(self, path: str, chunk_hash: str, size: int, digests: bytes) -> StoredChunk:
         """Runs on the executor; owns the spool file at ``path`` from here on."""
-        try:
-            chunk_hash = _hash_file(path)
-            with self._seen_lock:
-                earlier = self._seen.get(chunk_hash)
-                if earlier is None:
-                    mine: Future[StoredChunk] = Future()
-                    self._seen[chunk_hash] = mine
-            if earlier is not None:
-                return earlier.result()  # the same content earlier in this upload
-        except BaseException:
+        with self._seen_lock:
+            earlier = self._seen.get(chunk_hash)
+            if earlier is None:
+                mine: Future[StoredChunk] = Future()
+                self._seen[chunk_hash] = mine
+        if earlier is not None:
             _unlink(path)
-            raise
+            return earlier.result()  # the same content earlier in this upload
         try:
             stored = self._catalog.find_chunk(chunk_hash)
             if stored is None:
@@ -255,14 +260,6 @@ class ChunkWriter:
             _unlink(path)  # adopted by the store, or a duplicate
         mine.set_result(stored)
         return stored
-
-
-def _hash_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as spooled:
-        while piece := spooled.read(_READ_BACK):
-            digest.update(piece)
-    return digest.hexdigest()
 
 
 def _unlink(path: str) -> None:

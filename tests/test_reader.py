@@ -159,3 +159,15 @@ def test_reader_holds_nothing_request_scoped():
     reader = ChunkReader(snapshot, store, EXECUTOR)
     held = {type(v).__module__.split(".")[0] for v in vars(reader).values()}
     assert held <= {"builtins", "davfs", "concurrent", "tests"}
+
+
+def test_a_range_crossing_blocks_prefetches_nothing_past_its_end():
+    data = os.urandom(64 * 1024)
+    store = CountingStore()
+    snapshot, _ = build(data, 64 * 1024, 1024, store)
+    with ChunkReader(snapshot, store, EXECUTOR, window=8) as reader:
+        reader.prime(1500, end=3500)
+        reader.seek(1500)
+        assert reader.read(2000) == data[1500:3500]
+        EXECUTOR.submit(lambda: None).result()
+    assert sorted(offset for _, offset, _ in store.gets) == [1024, 2048, 3072]
