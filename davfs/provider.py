@@ -49,6 +49,7 @@ from davfs.writer import ChunkWriter, UploadTarget
 log = logging.getLogger(__name__)
 
 _MS_NAMESPACE = "{urn:schemas-microsoft-com:}"
+_READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
 
 
 @contextmanager
@@ -125,8 +126,17 @@ class DavfsProvider(DAVProvider):  # type: ignore[misc]
         return default_handler(environ, start_response)
 
     def get_resource_inst(self, path: str, environ: dict[str, Any]) -> DavfsFolder | DavfsFile | None:
-        with _dav_errors():
-            node = self.catalog.resolve(split_path(path))
+        # wsgidav resolves the same path several times per request (middleware, handler).
+        # Requests that change nothing remember the answer for their own duration.
+        memo: dict[str, Node | None] = (
+            environ.setdefault("davfs.resolved", {})
+            if environ.get("REQUEST_METHOD") in _READ_ONLY_METHODS
+            else {}
+        )
+        if path not in memo:
+            with _dav_errors():
+                memo[path] = self.catalog.resolve(split_path(path))
+        node = memo[path]
         if node is None:
             return None
         return self.resource_for(path, node, environ)

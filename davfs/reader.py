@@ -52,20 +52,34 @@ class _Block:
     index_in_chunk: int
 
 
-def _plan(snapshot: FileSnapshot) -> list[_Block]:
-    blocks: list[_Block] = []
-    position = 0
-    for extent in snapshot.extents:
-        chunk = extent.chunk
-        start = 0
-        index = 0
-        while start < extent.length:
-            length = min(chunk.block_size, extent.length - start)
-            blocks.append(_Block(position + start, chunk, extent.offset + start, length, index))
-            start += length
-            index += 1
-        position += extent.length
-    return blocks
+class _BlockMap:
+    """File offsets ↔ blocks, by arithmetic over the extents (a 2 GiB file has 2,048
+    blocks; building them all for every 64 KiB range request would cost more than the
+    request)."""
+
+    def __init__(self, snapshot: FileSnapshot) -> None:
+        self._extents = snapshot.extents
+        self._starts: list[int] = []  # file offset of each extent
+        self._first: list[int] = []  # global index of each extent's first block
+        position = count = 0
+        for extent in snapshot.extents:
+            self._starts.append(position)
+            self._first.append(count)
+            position += extent.length
+            count += -(-extent.length // extent.chunk.block_size)
+        self.count = count
+
+    def index_at(self, offset: int) -> int:
+        e = bisect.bisect_right(self._starts, offset) - 1
+        return self._first[e] + (offset - self._starts[e]) // self._extents[e].chunk.block_size
+
+    def block(self, index: int) -> _Block:
+        e = bisect.bisect_right(self._first, index) - 1
+        extent = self._extents[e]
+        local = index - self._first[e]
+        start = local * extent.chunk.block_size
+        length = min(extent.chunk.block_size, extent.length - start)
+        return _Block(self._starts[e] + start, extent.chunk, extent.offset + start, length, local)
 
 
 def fetch_block(store: ChunkStore, path: str, block: _Block) -> bytes:
@@ -104,13 +118,12 @@ class ChunkReader(io.RawIOBase):
         self._store = store
         self._executor = executor
         self._window = max(0, window)
-        self._blocks = _plan(snapshot)
-        self._starts = [b.file_offset for b in self._blocks]
+        self._blocks = _BlockMap(snapshot)
         self._position = 0
         self._pending: dict[int, Future[bytes]] = {}
         self._current: tuple[int, bytes] | None = None
         self._last_index = -1
-        self._prefetch_end = len(self._blocks)
+        self._prefetch_end = self._blocks.count
 
     # --- file object protocol ----------------------------------------------------
 
@@ -147,8 +160,8 @@ class ChunkReader(io.RawIOBase):
             return b""
         pieces: list[bytes] = []
         while size > 0:
-            index = bisect.bisect_right(self._starts, self._position) - 1
-            block = self._blocks[index]
+            index = self._blocks.index_at(self._position)
+            block = self._blocks.block(index)
             data = self._block_data(index)
             start = self._position - block.file_offset
             take = min(size, block.length - start)
@@ -181,10 +194,10 @@ class ChunkReader(io.RawIOBase):
         HTTP error before the response starts (invariant 2). ``end`` (exclusive) is where
         the caller will stop reading: nothing past it is fetched ahead."""
         if end is not None:
-            self._prefetch_end = bisect.bisect_left(self._starts, end)
+            end = min(end, self.snapshot.size)
+            self._prefetch_end = self._blocks.index_at(end - 1) + 1 if end > 0 else 0
         if 0 <= offset < self.snapshot.size:
-            index = bisect.bisect_right(self._starts, offset) - 1
-            self._block_data(index, prefetch=False)
+            self._block_data(self._blocks.index_at(offset), prefetch=False)
 
     def _block_data(self, index: int, *, prefetch: bool = True) -> bytes:
         if self._current is not None and self._current[0] == index:
@@ -197,12 +210,12 @@ class ChunkReader(io.RawIOBase):
             for ahead in range(index + 1, min(index + 1 + self._window, self._prefetch_end)):
                 if ahead not in self._pending:
                     self._pending[ahead] = self._executor.submit(
-                        fetch_block, self._store, self.snapshot.path, self._blocks[ahead]
+                        fetch_block, self._store, self.snapshot.path, self._blocks.block(ahead)
                     )
         data = (
             future.result()
             if future is not None
-            else fetch_block(self._store, self.snapshot.path, self._blocks[index])
+            else fetch_block(self._store, self.snapshot.path, self._blocks.block(index))
         )
         self._current = (index, data)
         self._last_index = index

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, func, insert, select, update
+from sqlalchemy import Connection, CursorResult, bindparam, func, insert, select, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
@@ -89,6 +89,13 @@ _NODE_COLUMNS = (
     versions.c.etag,
 )
 _NODE_FROM = nodes.outerjoin(versions, nodes.c.version_id == versions.c.id)
+# Built once: path resolution runs these for every request.
+_NODE_BY_ID = select(*_NODE_COLUMNS).select_from(_NODE_FROM).where(nodes.c.id == bindparam("node_id"))
+_CHILD_BY_NAME = (
+    select(*_NODE_COLUMNS)
+    .select_from(_NODE_FROM)
+    .where(nodes.c.parent_id == bindparam("parent_id"), nodes.c.name == bindparam("name"))
+)
 
 
 def _node(row: object) -> Node:
@@ -173,18 +180,11 @@ class Catalog:
             return self._resolve(conn, segments)
 
     def _resolve(self, conn: Connection, segments: Sequence[str]) -> Node | None:
-        row = conn.execute(
-            select(*_NODE_COLUMNS).select_from(_NODE_FROM).where(nodes.c.id == ROOT_ID)
-        ).first()
-        node = _node(row)
+        node = _node(conn.execute(_NODE_BY_ID, {"node_id": ROOT_ID}).first())
         for name in segments:
             if not node.is_dir:
                 return None
-            row = conn.execute(
-                select(*_NODE_COLUMNS)
-                .select_from(_NODE_FROM)
-                .where(nodes.c.parent_id == node.id, nodes.c.name == name)
-            ).first()
+            row = conn.execute(_CHILD_BY_NAME, {"parent_id": node.id, "name": name}).first()
             if row is None:
                 return None
             node = _node(row)
