@@ -111,15 +111,18 @@ def _return_large_buffers_to_the_os() -> None:
     given back on free. Pinning it also freezes the trim threshold at 128 KiB, which
     would hand every freed 1 MiB block back to the kernel and fault it in again (about
     190,000 page faults per 512 MiB GET); a 16 MiB trim threshold keeps blocks on the
-    heap, where they are reused.
+    heap, where they are reused. Two arenas instead of glibc's 16 (8 per core) stop
+    each worker thread's arena from keeping its own idle blocks: with 16, RSS after
+    three 512 MiB PUT+GET rounds was 125 MiB; with 2 it stays at 76 MiB, as fast.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return  # not glibc
-    m_trim_threshold, m_mmap_threshold = -1, -3
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
     libc.mallopt(m_mmap_threshold, 4 * 1024 * 1024)
     libc.mallopt(m_trim_threshold, 16 * 1024 * 1024)
+    libc.mallopt(m_arena_max, 2)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
