@@ -170,3 +170,18 @@ def test_chunked_upload_without_announced_size(catalog):
     feed(w, data)
     w.close()
     assert hashlib.sha256(read_back(catalog, store)).digest() == hashlib.sha256(data).digest()
+
+
+def test_a_caller_reusing_its_buffer_does_not_change_the_hash(catalog):
+    store = RecordingStore()
+    data = os.urandom(3 * MiB)
+    w = writer(catalog, store, expected=len(data), chunk_size=2 * MiB)
+    buffer = bytearray(256 * 1024)
+    for i in range(0, len(data), len(buffer)):
+        buffer[:] = data[i : i + len(buffer)]
+        w.write(buffer)
+    buffer[:] = b"\0" * len(buffer)
+    w.close()
+    snap = catalog.snapshot(w.node.version_id, "/f")
+    assert snap.extents[0].chunk.chunk_hash == hashlib.sha256(data[: 2 * MiB]).hexdigest()
+    assert read_back(catalog, store) == data
