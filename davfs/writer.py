@@ -1,8 +1,8 @@
 """ChunkWriter: streams an upload into chunks and commits it atomically (invariant 3).
 
-As the body arrives it is written to a spool file in the store's spool folder; its
-BlockHashes are computed on the receiving thread and its ChunkHash on a helper thread at
-the same time (hashlib releases the GIL). Every full chunk is handed to the executor,
+As the body arrives it is written to a spool file in the store's spool folder, while a
+helper thread computes its ChunkHash and BlockHashes on the other core (hashlib releases
+the GIL). Every full chunk is handed to the executor,
 which skips it if this upload or the catalog already has that content (dedup), and
 otherwise gives the spool file to the store (for the local store an fsync and a rename,
 no copy) and journals it, while the next chunk is still arriving. Chunks never sit in
@@ -44,17 +44,49 @@ class UploadTarget:
     path: str
 
 
-class _BackgroundHash:
-    """SHA-256 of a stream, computed on a thread of its own.
+class _ChunkHashes:
+    """The ChunkHash and BlockHashes of one chunk, fed its bytes in order."""
 
-    The receiving thread writes the spool file and hashes blocks; this one hashes the
-    whole chunk at the same time on the other core (hashlib releases the GIL). Measured
-    with everything on the receiving thread, hashing twice was 44% of a PUT's time.
-    At most ``backlog`` pieces wait, which bounds the memory this costs.
+    def __init__(self, block_size: int) -> None:
+        self._block_size = block_size
+        self._chunk = hashlib.sha256()
+        self._block = hashlib.sha256()
+        self._in_block = 0
+        self._digests: list[bytes] = []
+
+    def update(self, piece: bytes | memoryview) -> None:
+        view = memoryview(piece)
+        self._chunk.update(view)
+        while view:
+            take = min(self._block_size - self._in_block, len(view))
+            self._block.update(view[:take])
+            self._in_block += take
+            view = view[take:]
+            if self._in_block == self._block_size:
+                self._end_block()
+
+    def _end_block(self) -> None:
+        self._digests.append(self._block.digest())
+        self._block = hashlib.sha256()
+        self._in_block = 0
+
+    def result(self) -> tuple[str, bytes]:
+        if self._in_block:
+            self._end_block()
+        return self._chunk.hexdigest(), b"".join(self._digests)
+
+
+class _InBackground:
+    """Feeds a :class:`_ChunkHashes` on a thread of its own.
+
+    Hashing every byte twice on the receiving thread was 44% of a PUT's time (py-spy);
+    here it runs on the other core while the receiving thread reads the socket and
+    writes the spool file (hashlib releases the GIL). At most ``backlog`` pieces wait,
+    which bounds the memory this costs.
     """
 
-    def __init__(self, digest: hashlib._Hash, backlog: int = 8) -> None:
-        self._digest = digest
+    def __init__(self, hashes: _ChunkHashes, backlog: int = 8) -> None:
+        self._hashes = hashes
         self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=backlog)
         self._thread = threading.Thread(target=self._run, name="davfs-chunk-hash", daemon=True)
         self._thread.start()
@@ -64,64 +96,45 @@ class _BackgroundHash:
 
     def _run(self) -> None:
         while (piece := self._queue.get()) is not None:
-            self._digest.update(piece)
+            self._hashes.update(piece)
 
-    def hexdigest(self) -> str:
+    def result(self) -> tuple[str, bytes]:
         self._queue.put(None)
         self._thread.join()
-        return self._digest.hexdigest()
+        return self._hashes.result()
 
 
 class _Spool:
-    """The chunk being received: a spool file plus the hashes of its finished blocks."""
+    """The chunk being received: a spool file plus its hashes."""
 
     def __init__(self, folder: str | None, block_size: int) -> None:
         fd, self.path = tempfile.mkstemp(prefix="upload-", suffix=".spool", dir=folder)
         self._file = os.fdopen(fd, "wb", buffering=0)
-        self._block_size = block_size
         self.size = 0
-        self._chunk = hashlib.sha256()
-        self._chunk_hasher: _BackgroundHash | None = None
-        self._block = hashlib.sha256()
-        self._in_block = 0
-        self._digests: list[bytes] = []
+        self._hashes = _ChunkHashes(block_size)
+        self._background: _InBackground | None = None
 
     def write(self, piece: memoryview) -> None:
         written = 0
         while written < len(piece):
             written += self._file.write(piece[written:]) or 0
         if self.size == 0:
-            self._chunk.update(piece)  # small files never pay for a thread
+            self._hashes.update(piece)  # small files never pay for a thread
         else:
-            if self._chunk_hasher is None:
-                self._chunk_hasher = _BackgroundHash(self._chunk)
+            if self._background is None:
+                self._background = _InBackground(self._hashes)
             # The hasher reads the piece later: share it only if nobody can change it.
-            self._chunk_hasher.update(piece if isinstance(piece.obj, bytes) else bytes(piece))
+            self._background.update(piece if isinstance(piece.obj, bytes) else bytes(piece))
         self.size += len(piece)
-        while piece:
-            take = min(self._block_size - self._in_block, len(piece))
-            self._block.update(piece[:take])
-            self._in_block += take
-            piece = piece[take:]
-            if self._in_block == self._block_size:
-                self._end_block()
-
-    def _end_block(self) -> None:
-        self._digests.append(self._block.digest())
-        self._block = hashlib.sha256()
-        self._in_block = 0
 
     def finish(self) -> tuple[str, bytes]:
         """Close the file; return the ChunkHash and the concatenated BlockHashes."""
-        if self._in_block:
-            self._end_block()
         self._file.close()
-        chunk_hash = self._chunk_hasher.hexdigest() if self._chunk_hasher else self._chunk.hexdigest()
-        return chunk_hash, b"".join(self._digests)
+        return self._background.result() if self._background else self._hashes.result()
 
     def discard(self) -> None:
-        if self._chunk_hasher is not None:
-            self._chunk_hasher.hexdigest()  # stops its thread
+        if self._background is not None:
+            self._background.result()  # stops its thread
         self._file.close()
         _unlink(self.path)
 
