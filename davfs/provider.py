@@ -20,6 +20,7 @@ wsgidav quirks handled here (see ``shared/notes/wsgidav-telethon-memo.md``):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import threading
@@ -32,6 +33,7 @@ from typing import Any
 from wsgidav import util, xml_tools
 from wsgidav.dav_error import (
     HTTP_BAD_REQUEST,
+    HTTP_CONFLICT,
     HTTP_FORBIDDEN,
     HTTP_NOT_FOUND,
     DAVError,
@@ -249,7 +251,7 @@ class _NodeResource:
         if not dry_run:
             with _dav_errors():
                 self.provider.catalog.set_modified(self.node.id, float(seconds))
-            self.node = _replace_modified(self.node, float(seconds))
+            self.node = dataclasses.replace(self.node, modified=float(seconds))
         return True
 
     # --- tree changes shared by files and folders ----------------------------------
@@ -266,7 +268,7 @@ class _NodeResource:
         with _dav_errors():
             parent = self.provider.catalog.resolve(segments[:-1])
         if parent is None or not parent.is_dir:
-            raise DAVError(409, context_info="destination parent must be a folder")
+            raise DAVError(HTTP_CONFLICT, context_info="destination parent must be a folder")
         return parent, segments[-1]
 
     def delete(self) -> None:
@@ -296,20 +298,6 @@ class _NodeResource:
             self.provider.catalog.move(node.id, parent.id, name)
         self.remove_all_locks(recursive=True)  # type: ignore[attr-defined]
         return []
-
-
-def _replace_modified(node: Node, modified: float) -> Node:
-    return Node(
-        node.id,
-        node.parent_id,
-        node.name,
-        node.is_dir,
-        node.created,
-        modified,
-        node.version_id,
-        node.size,
-        node.etag,
-    )
 
 
 class DavfsFolder(_NodeResource, DAVCollection):  # type: ignore[misc]
