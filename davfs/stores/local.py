@@ -3,7 +3,8 @@
 Layout under the store root::
 
     chunks/ab/abcdef….chunk      the chunk's bytes
-    chunks/ab/abcdef….meta       JSON sidecar: ChunkHash, size, BlockHashes (invariant 6)
+    chunks/ab/abcdef….meta       JSON sidecar: ChunkHash, size, BlockHashes (invariant 6);
+                                 a cache of what the chunk proves, rebuilt if lost
     spool/                       uploads in progress write their chunks here
 
 Both are written to a temporary name, fsynced and renamed, then the folder is fsynced,
@@ -15,6 +16,7 @@ of the same content free.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -23,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from davfs.errors import ChunkMissing, StoreError
+from davfs.snapshot import BLOCK_SIZE
 from davfs.stores.base import ChunkMeta, ChunkStore, StoreProperties
 
 _HEX = frozenset("0123456789abcdef")
@@ -56,7 +59,7 @@ class LocalStore:
             return locator
         self._make_folder(data_path.parent)
         try:
-            _write_durably(data_path, data)
+            _write_atomically(data_path, data, durable=True)
             self._finish(meta_path, meta)
         except OSError as exc:
             raise StoreError("local", f"cannot write {data_path}: {exc}") from exc
@@ -92,8 +95,13 @@ class LocalStore:
                 self._made_dirs.add(folder.name)
 
     def _finish(self, meta_path: Path, meta: ChunkMeta) -> None:
-        """Write the sidecar and make both renames durable."""
-        _write_durably(meta_path, json.dumps(meta.to_dict()).encode())
+        """Write the sidecar and make both renames durable.
+
+        The sidecar's bytes are not fsynced: it only caches what the chunk itself
+        proves (its name is its hash; its BlockHashes can be recomputed from it), and
+        ``iter_chunks`` does recompute it when it is missing or damaged. That saves an
+        fsync on every upload, a seventh of a small PUT."""
+        _write_atomically(meta_path, json.dumps(meta.to_dict()).encode(), durable=False)
         _fsync_dir(meta_path.parent)
 
     def get(self, locator: str, offset: int, length: int) -> bytes:
@@ -126,27 +134,37 @@ class LocalStore:
 
     def exists(self, locator: str) -> bool:
         try:
-            data_path, meta_path = self._paths(locator)
+            data_path, _ = self._paths(locator)
         except ChunkMissing:
             return False
-        return data_path.exists() and meta_path.exists()
+        return data_path.exists()
 
     def iter_chunks(self) -> Iterator[tuple[str, ChunkMeta]]:
-        for meta_path in sorted(self._chunks.glob("*/*.meta")):
-            locator = meta_path.name[: -len(".meta")]
-            if not meta_path.with_suffix(".chunk").exists():
-                continue
+        for data_path in sorted(self._chunks.glob("*/*.chunk")):
+            locator = data_path.stem
+            meta_path = data_path.with_suffix(".meta")
             try:
                 meta = ChunkMeta.from_dict(json.loads(meta_path.read_bytes()))
             except (OSError, ValueError, KeyError):
-                continue  # a damaged sidecar: fsck reports it, recovery skips it
+                meta = _recompute(data_path)  # sidecar lost (e.g. power cut) or damaged
+                _write_atomically(meta_path, json.dumps(meta.to_dict()).encode(), durable=False)
             yield locator, meta
 
     def close(self) -> None:
         pass
 
 
-def _write_durably(path: Path, data: bytes | memoryview) -> None:
+def _recompute(data_path: Path) -> ChunkMeta:
+    chunk = hashlib.sha256()
+    blocks: list[bytes] = []
+    with open(data_path, "rb") as data:
+        while block := data.read(BLOCK_SIZE):
+            chunk.update(block)
+            blocks.append(hashlib.sha256(block).digest())
+    return ChunkMeta(chunk.hexdigest(), data_path.stat().st_size, BLOCK_SIZE, b"".join(blocks))
+
+
+def _write_atomically(path: Path, data: bytes | memoryview, *, durable: bool) -> None:
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "wb", buffering=0) as out:
@@ -154,7 +172,8 @@ def _write_durably(path: Path, data: bytes | memoryview) -> None:
             while view:
                 written = out.write(view)
                 view = view[written:] if written else view
-            os.fsync(out.fileno())
+            if durable:
+                os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -1,5 +1,4 @@
 import json
-import os
 
 import pytest
 
@@ -34,13 +33,19 @@ def test_no_temporary_files_left(tmp_path):
     assert leftovers == []
 
 
-def test_a_chunk_without_sidecar_is_not_listed(tmp_path):
+@pytest.mark.parametrize("damage", ["lost", "empty", "garbage"])
+def test_a_lost_or_damaged_sidecar_is_rebuilt_from_the_chunk(tmp_path, damage):
     store = LocalStore(tmp_path)
-    data, meta = chunk(100)
+    data, meta = chunk(2 * 1024 * 1024 + 5)
     locator = store.put(data, meta)
-    os.unlink(tmp_path / "chunks" / locator[:2] / f"{locator}.meta")
-    assert locator not in dict(store.iter_chunks())
-    assert not store.exists(locator)
+    sidecar = tmp_path / "chunks" / locator[:2] / f"{locator}.meta"
+    if damage == "lost":
+        sidecar.unlink()
+    else:
+        sidecar.write_bytes(b"" if damage == "empty" else b"{not json")
+    assert store.exists(locator)
+    assert dict(store.iter_chunks())[locator] == meta
+    assert json.loads(sidecar.read_text())["chunk_hash"] == locator
 
 
 def test_locators_cannot_escape_the_store(tmp_path):
