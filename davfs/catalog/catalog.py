@@ -298,17 +298,8 @@ class Catalog:
             self._require_folder(conn, parent_id)
             now = time.time()
             try:
-                node_id = _new_id(
-                    conn.execute(
-                        insert(nodes).values(
-                            parent_id=parent_id,
-                            name=name,
-                            is_dir=True,
-                            version_id=None,
-                            created=now,
-                            modified=now,
-                        )
-                    )
+                node_id = _insert_node(
+                    conn, parent_id, name, is_dir=True, version_id=None, created=now, modified=now
                 )
             except SqlIntegrityError:
                 raise AlreadyExists(name) from None
@@ -396,17 +387,8 @@ class Catalog:
             )
             modified = now if mtime is None else mtime
             if existing is None:
-                node_id = _new_id(
-                    conn.execute(
-                        insert(nodes).values(
-                            parent_id=parent_id,
-                            name=name,
-                            is_dir=False,
-                            version_id=version_id,
-                            created=now,
-                            modified=modified,
-                        )
-                    )
+                node_id = _insert_node(
+                    conn, parent_id, name, is_dir=False, version_id=version_id, created=now, modified=modified
                 )
                 conn.execute(update(versions).where(versions.c.id == version_id).values(node_id=node_id))
                 created = now
@@ -498,17 +480,14 @@ class Catalog:
             if dest is not None and bool(dest.is_dir) != source.is_dir:
                 raise AlreadyExists(dest_name)
             if dest is None:
-                dest_id = _new_id(
-                    conn.execute(
-                        insert(nodes).values(
-                            parent_id=dest_parent_id,
-                            name=dest_name,
-                            is_dir=source.is_dir,
-                            version_id=None,
-                            created=now,
-                            modified=source.modified,
-                        )
-                    )
+                dest_id = _insert_node(
+                    conn,
+                    dest_parent_id,
+                    dest_name,
+                    is_dir=source.is_dir,
+                    version_id=None,
+                    created=now,
+                    modified=source.modified,
                 )
             else:
                 dest_id = dest.id
@@ -625,6 +604,27 @@ class Catalog:
                 ],
             )
         return version_id
+
+
+def _insert_node(
+    conn: Connection,
+    parent_id: int,
+    name: str,
+    *,
+    is_dir: bool,
+    version_id: int | None,
+    created: float,
+    modified: float,
+) -> int:
+    statement = insert(nodes).values(
+        parent_id=parent_id,
+        name=name,
+        is_dir=is_dir,
+        version_id=version_id,
+        created=created,
+        modified=modified,
+    )
+    return _new_id(conn.execute(statement))
 
 
 def _new_id(result: CursorResult[Any]) -> int:

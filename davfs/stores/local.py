@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -51,19 +52,16 @@ class LocalStore:
         return folder / f"{locator}.chunk", folder / f"{locator}.meta"
 
     def put(self, data: bytes | memoryview, meta: ChunkMeta) -> str:
-        if meta.size > self.properties.max_chunk_size:
-            raise StoreError("local", f"chunk of {meta.size} bytes exceeds the store's limit")
-        locator = meta.chunk_hash
-        data_path, meta_path = self._paths(locator)
-        if data_path.exists() and meta_path.exists():
-            return locator
-        self._make_folder(data_path.parent)
+        fd, spooled = tempfile.mkstemp(prefix="put-", suffix=".spool", dir=self._spool)
         try:
-            _write_atomically(data_path, data, durable=True)
-            self._finish(meta_path, meta)
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                view = memoryview(data)
+                while view:
+                    view = view[out.write(view) or 0 :]
         except OSError as exc:
-            raise StoreError("local", f"cannot write {data_path}: {exc}") from exc
-        return locator
+            os.unlink(spooled)
+            raise StoreError("local", f"cannot write {spooled}: {exc}") from exc
+        return self.put_file(spooled, meta)
 
     def put_file(self, path: str, meta: ChunkMeta) -> str:
         spooled = Path(path)
