@@ -52,6 +52,13 @@ log = logging.getLogger(__name__)
 
 _MS_NAMESPACE = "{urn:schemas-microsoft-com:}"
 _READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
+_CONDITIONAL_HEADERS = (
+    "HTTP_IF",
+    "HTTP_IF_MATCH",
+    "HTTP_IF_NONE_MATCH",
+    "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_IF_UNMODIFIED_SINCE",
+)
 
 
 @contextmanager
@@ -272,21 +279,50 @@ class _NodeResource:
         return parent, segments[-1]
 
     def delete(self) -> None:
+        """Called by wsgidav in two ways. DELETE reaches it only member by member,
+        children first, when :meth:`handle_delete` declined (something below is locked
+        or conditional); wsgidav does not reliably skip the parents of a member that
+        failed, so here a folder that still has members is refused. MOVE and COPY call
+        it to clear a destination, after checking the whole tree for locks, and expect
+        the whole tree to go."""
         node = self._require_node()
+        recursive = self.environ.get("REQUEST_METHOD") != "DELETE"
         with _dav_errors():
-            self.provider.catalog.delete(node.id)
+            self.provider.catalog.delete(node, recursive=recursive)
+        self.remove_all_locks(recursive=recursive)  # type: ignore[attr-defined]
+
+    def handle_delete(self) -> bool:
+        """Delete a whole tree in one transaction when nothing below is locked and the
+        request has no conditions to apply member by member; otherwise leave it to
+        wsgidav's member-by-member path (``False``)."""
+        node = self._require_node()
+        if not node.is_dir:
+            return False  # wsgidav checks the file's own lock, then calls delete()
+        if any(header in self.environ for header in _CONDITIONAL_HEADERS):
+            return False
+        locks = self.provider.lock_manager
+        if locks is not None:
+            try:
+                locks.check_write_permission(
+                    url=self.get_ref_url(),  # type: ignore[attr-defined]
+                    depth="infinity",
+                    token_list=self.environ.get("wsgidav.ifLockTokenList", []),
+                    principal=self.environ.get("wsgidav.user_name"),
+                )
+            except DAVError:
+                return False
+        with _dav_errors():
+            self.provider.catalog.delete(node, recursive=True)
         self.remove_all_locks(recursive=True)  # type: ignore[attr-defined]
+        return True
 
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        """COPY one node, or one step of wsgidav's member-by-member MOVE, which deletes
+        the source afterwards: both copy (chunks are shared, so this is cheap)."""
         node = self._require_node()
         parent, name = self._dest_parent(dest_path)
         with _dav_errors():
-            if is_move and not node.is_dir:
-                self.provider.catalog.move(node.id, parent.id, name)
-            else:
-                # COPY, or wsgidav's member-by-member MOVE fallback, which creates the
-                # destination folder here and deletes the source afterwards.
-                self.provider.catalog.copy_node(node.id, parent.id, name)
+            self.provider.catalog.copy_node(node.id, parent.id, name)
 
     def support_recursive_move(self, dest_path: str) -> bool:
         return True
@@ -361,7 +397,7 @@ class DavfsFolder(_NodeResource, DAVCollection):  # type: ignore[misc]
         return DavfsFolder(util.join_uri(self.path, name), self.environ, node, {})
 
     def support_recursive_delete(self) -> bool:
-        return True
+        return False  # trees are deleted by handle_delete
 
 
 class DavfsFile(_NodeResource, DAVNonCollection):  # type: ignore[misc]

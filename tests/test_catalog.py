@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from davfs.catalog import ROOT_ID, Catalog, StoredChunk, schema
-from davfs.errors import AlreadyExists, CatalogError, NotAFolder, NotFound
+from davfs.errors import AlreadyExists, CatalogError, FolderNotEmpty, NotAFolder, NotFound
 
 
 @pytest.fixture(params=["sqlite-file", "sqlite-memory"])
@@ -157,9 +157,29 @@ def test_dead_props_follow_move_and_go_with_delete(catalog):
     catalog.move(f.id, e.id, "g")
     assert catalog.resolve(["e", "g"]).id == f.id
     assert catalog.dead_props(f.id) == {"{x:}a": "<a xmlns='x:'>1</a>"}
-    catalog.delete(e.id)
+    catalog.delete(e, recursive=True)
     assert catalog.dead_props(f.id) == {}
     assert catalog.resolve(["e"]) is None
+
+
+def test_delete_checks_the_node_is_still_there_and_empty_unless_recursive(catalog):
+    d = catalog.mkdir(ROOT_ID, "d")
+    f, _ = put(catalog, d.id, "f", b"x")
+    with pytest.raises(FolderNotEmpty):
+        catalog.delete(d, recursive=False)
+    catalog.move(f.id, ROOT_ID, "moved")
+    with pytest.raises(NotFound):
+        catalog.delete(f, recursive=False)  # stale: it moved meanwhile
+    assert catalog.resolve(["moved"]).id == f.id
+    catalog.delete(d, recursive=False)
+    assert catalog.resolve(["d"]) is None
+
+
+def test_an_empty_file_never_replaces_an_existing_one(catalog):
+    put(catalog, ROOT_ID, "f", b"content")
+    with pytest.raises(AlreadyExists):
+        catalog.create_empty_file(ROOT_ID, "f")
+    assert catalog.resolve(["f"]).size == 7
 
 
 def test_move_refuses_cycles_and_taken_names(catalog):
@@ -182,7 +202,7 @@ def test_recursive_delete_removes_the_subtree_and_retires_versions(catalog):
         for i in range(3):
             put(catalog, parent.id, f"f{i}", f"{depth}-{i}".encode())
     kept, _ = put(catalog, ROOT_ID, "kept", b"0-0")
-    catalog.delete(top.id)
+    catalog.delete(top, recursive=True)
     assert [n.name for n in catalog.children(ROOT_ID)] == ["kept"]
     assert [p for p, _ in catalog.walk()] == ["/kept"]
     # retired, not released: the chunk is still referenced until gc
@@ -191,7 +211,7 @@ def test_recursive_delete_removes_the_subtree_and_retires_versions(catalog):
         live = conn.scalar(select(schema.versions.c.id).where(schema.versions.c.retired.is_(None)))
     assert live == kept.version_id
     with pytest.raises(CatalogError):
-        catalog.delete(ROOT_ID)
+        catalog.delete(catalog.resolve([]), recursive=True)
 
 
 def test_upload_journal_and_abort(catalog):

@@ -425,3 +425,34 @@ def test_browser_listing(server, http):
 def http_connection(url: str) -> http.client.HTTPConnection:
     parts = urlsplit(url)
     return http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+
+
+def test_folder_move_with_a_failed_condition_loses_no_file(server, http):
+    """wsgidav falls back to member-by-member MOVE when a member fails an If-* check."""
+    http.request("MKCOL", server.url + "m")
+    http.put(server.url + "m/a.txt", data=b"a")
+    etag_b = http.put(server.url + "m/b.txt", data=b"b").headers["ETag"]
+    r = http.request(
+        "MOVE", server.url + "m", headers={"Destination": server.url + "m2", "If-None-Match": etag_b}
+    )
+    assert r.status_code in (207, 412)
+    for name, content in (("a.txt", b"a"), ("b.txt", b"b")):
+        copies = [http.get(server.url + f"{folder}/{name}") for folder in ("m", "m2")]
+        assert any(c.status_code == 200 and c.content == content for c in copies), name
+
+
+def test_delete_of_a_tree_with_a_locked_member_keeps_the_member(server, http):
+    http.request("MKCOL", server.url + "D")
+    http.request("MKCOL", server.url + "D/sub")
+    http.put(server.url + "D/sub/locked.txt", data=b"keep me")
+    http.put(server.url + "D/free.txt", data=b"x")
+    token = http.request("LOCK", server.url + "D/sub/locked.txt", data=LOCKINFO).headers["Lock-Token"]
+    r = http.delete(server.url + "D")
+    assert r.status_code == 207 and "423" in r.text
+    assert http.get(server.url + "D/sub/locked.txt").content == b"keep me"
+    assert http.get(server.url + "D/free.txt").status_code == 404
+    assert (
+        http.delete(server.url + "D", headers={"If": f"<{server.url}D/sub/locked.txt> ({token})"}).status_code
+        == 204
+    )
+    assert http.get(server.url + "D/sub/locked.txt").status_code == 404

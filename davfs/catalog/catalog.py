@@ -36,7 +36,7 @@ from davfs.catalog.schema import (
     uploads,
     versions,
 )
-from davfs.errors import AlreadyExists, CatalogError, NotAFolder, NotFound
+from davfs.errors import AlreadyExists, CatalogError, FolderNotEmpty, NotAFolder, NotFound
 from davfs.snapshot import ChunkInfo, Extent, FileSnapshot
 
 ROOT_ID = 1
@@ -306,8 +306,12 @@ class Catalog:
         return Node(node_id, parent_id, name, True, now, now, None, 0, None)
 
     def create_empty_file(self, parent_id: int, name: str) -> Node:
-        """A 0-byte file (LOCK on an unmapped URL). PUT uses :meth:`commit_file`."""
-        return self.commit_file(parent_id, name, upload_id=None, stored=(), size=0, mtime=None)[0]
+        """A new 0-byte file (LOCK on an unmapped URL); never replaces an existing one
+        (a PUT may have committed since the caller looked). PUT uses :meth:`commit_file`."""
+        node, created = self.commit_file(
+            parent_id, name, upload_id=None, stored=(), size=0, mtime=None, replace=False
+        )
+        return node
 
     def begin_upload(self, path: str) -> int:
         with self._write() as conn:
@@ -360,6 +364,7 @@ class Catalog:
         stored: Sequence[StoredChunk],
         size: int,
         mtime: float | None,
+        replace: bool = True,
     ) -> tuple[Node, bool]:
         """Make ``stored`` the content of parent/name in one transaction.
 
@@ -378,7 +383,7 @@ class Catalog:
                     nodes.c.parent_id == parent_id, nodes.c.name == name
                 )
             ).first()
-            if existing is not None and existing.is_dir:
+            if existing is not None and (existing.is_dir or not replace):
                 raise AlreadyExists(name)
             etag = content_etag((c.chunk_hash for c in stored), size)
             node_id = existing.id if existing is not None else None
@@ -420,17 +425,29 @@ class Catalog:
             if value is not None:
                 conn.execute(insert(dead_props).values(node_id=node_id, name=name, value=value))
 
-    def delete(self, node_id: int) -> None:
-        """Delete a node and everything below it in one transaction."""
-        if node_id == ROOT_ID:
+    def delete(self, node: Node, *, recursive: bool) -> None:
+        """Delete a node (and, if ``recursive``, everything below it) in one transaction.
+
+        The node must still be where the caller found it: a concurrent MOVE must not
+        turn this into the deletion of whatever now has that id somewhere else."""
+        if node.id == ROOT_ID:
             raise CatalogError("the root folder cannot be deleted")
         with self._write() as conn:
-            levels: list[list[int]] = [[node_id]]
+            still_there = conn.scalar(
+                select(func.count())
+                .select_from(nodes)
+                .where(nodes.c.id == node.id, nodes.c.parent_id == node.parent_id, nodes.c.name == node.name)
+            )
+            if not still_there:
+                raise NotFound(node.name)
+            levels: list[list[int]] = [[node.id]]
             while levels[-1]:
                 frontier = levels[-1]
                 below: list[int] = []
                 for batch in _batches(frontier):
                     below.extend(conn.scalars(select(nodes.c.id).where(nodes.c.parent_id.in_(batch))))
+                if below and not recursive:
+                    raise FolderNotEmpty(node.name)
                 levels.append(below)
             now = time.time()
             for level in reversed(levels):
