@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from davfs.catalog import Catalog, Node
+from davfs.catalog import Catalog, Node, split_path
 from davfs.config import DavfsConfig, load_config
 from davfs.errors import DavfsError, NotAFolder, NotFound
 from davfs.reader import ChunkReader
@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DavfsError as exc:
         print(f"davfs: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # port in use, data folder not writable, disk full…
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"davfs: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -108,14 +112,10 @@ class _Drive:
         self.catalog.close()
 
     def node(self, path: str) -> Node:
-        node = self.catalog.resolve(_segments(path))
+        node = self.catalog.resolve(split_path(path))
         if node is None:
             raise NotFound(path)
         return node
-
-
-def _segments(path: str) -> list[str]:
-    return [s for s in path.split("/") if s and s != "."]
 
 
 def _ls(config: DavfsConfig, args: argparse.Namespace) -> int:
@@ -139,7 +139,7 @@ def _put(config: DavfsConfig, args: argparse.Namespace) -> int:
         print(f"davfs: cannot read {source}: {exc.strerror}", file=sys.stderr)
         return 1
     dest = args.dest.rstrip("/") + f"/{source.name}" if args.dest.endswith("/") else args.dest
-    segments = _segments(dest)
+    segments = split_path(dest)
     if not segments:
         print("davfs: the destination must name a file", file=sys.stderr)
         return 2

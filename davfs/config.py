@@ -51,12 +51,21 @@ class DavfsConfig:
 
     @property
     def anonymous(self) -> bool:
-        mapping = (self.wsgidav.get("simple_dc") or {}).get("user_mapping") or {}
+        """Whether the share is open without a password, judged on the user mapping
+        the server will really use (``user_mapping`` replaces davfs's default whole)."""
         dc = (self.wsgidav.get("http_authenticator") or {}).get("domain_controller")
         if dc not in (None, "wsgidav.dc.simple_dc.SimpleDomainController"):
             return False
-        share = mapping.get("/", mapping.get("*"))
-        return share is True or share is None and not mapping
+        mapping = self.user_mapping
+        # wsgidav looks up the share's realm, then "*"; the root share's realm is "/" or "".
+        return any(mapping.get(realm, mapping.get("*")) is True for realm in ("/", ""))
+
+    @property
+    def user_mapping(self) -> dict[str, Any]:
+        simple_dc = self.wsgidav.get("simple_dc") or {}
+        if "user_mapping" in simple_dc:
+            return dict(simple_dc["user_mapping"] or {})
+        return {"*": True}
 
     @property
     def config_file(self) -> str | None:

@@ -9,10 +9,12 @@ provider answers when the error reaches WebDAV (the translation happens in one p
     DavfsError
     ├── ConfigError                 bad wsgidav.yaml / DAVFS_* value
     ├── CatalogError
+    │   ├── BadPath                  "..", ".", NUL in a path
     │   ├── NotFound                 path does not exist
     │   ├── AlreadyExists            name taken in that folder
     │   ├── NotAFolder               parent is a file
-    │   └── FolderNotEmpty
+    │   ├── FolderNotEmpty
+    │   └── NotAllowed               e.g. deleting the root folder
     ├── StoreError                   a chunk store failed
     │   ├── ChunkMissing             store has no such chunk
     │   └── StoreUnavailable         transient; retry later (503)
@@ -54,6 +56,12 @@ class CatalogError(DavfsError):
     """Catalog error: {}"""
 
 
+class BadPath(CatalogError):
+    """{} is not a valid path: {}"""
+
+    http_status = 400
+
+
 class NotFound(CatalogError):
     """{} does not exist."""
 
@@ -76,6 +84,12 @@ class FolderNotEmpty(CatalogError):
     """Folder {} is not empty."""
 
     http_status = 409
+
+
+class NotAllowed(CatalogError):
+    """{} is not allowed."""
+
+    http_status = 403
 
 
 class StoreError(DavfsError):

@@ -36,13 +36,14 @@ from wsgidav.dav_error import (
     HTTP_CONFLICT,
     HTTP_FORBIDDEN,
     HTTP_NOT_FOUND,
+    HTTP_REQUEST_ENTITY_TOO_LARGE,
     DAVError,
     PRECONDITION_CODE_PropfindFiniteDepth,
 )
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.util import etree
 
-from davfs.catalog import Catalog, Node
+from davfs.catalog import Catalog, Node, split_path
 from davfs.errors import DavfsError, StoreUnavailable
 from davfs.reader import ChunkReader
 from davfs.stores.base import ChunkStore
@@ -51,6 +52,9 @@ from davfs.writer import ChunkWriter, UploadTarget
 log = logging.getLogger(__name__)
 
 _MS_NAMESPACE = "{urn:schemas-microsoft-com:}"
+MAX_XML_BODY = 1024 * 1024
+"""Largest request body other than a PUT's (PROPFIND, PROPPATCH, LOCK are small XML)."""
+_LATEST_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
 _READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
 _CONDITIONAL_HEADERS = (
     "HTTP_IF",
@@ -74,15 +78,6 @@ def _dav_errors() -> Iterator[None]:
         if isinstance(exc, StoreUnavailable):
             raise DAVError(503, context_info=str(exc)) from exc
         raise DAVError(exc.http_status, context_info=str(exc)) from exc
-
-
-def split_path(path: str) -> list[str]:
-    """DAV path → name segments; the single path gate (rejects ``..``, ``.``, NUL)."""
-    segments = [s for s in path.split("/") if s]
-    for segment in segments:
-        if segment in (".", "..") or "\x00" in segment:
-            raise DAVError(HTTP_BAD_REQUEST, context_info=f"invalid path segment {segment!r}")
-    return segments
 
 
 class DavfsProvider(DAVProvider):  # type: ignore[misc]
@@ -121,20 +116,37 @@ class DavfsProvider(DAVProvider):  # type: ignore[misc]
     def custom_request_handler(
         self, environ: dict[str, Any], start_response: Callable[..., Any], default_handler: Callable[..., Any]
     ) -> Any:
-        # A missing Depth means infinity for PROPFIND (RFC 4918 9.1).
+        """Refuse, before wsgidav reads anything, what would cost unbounded work or memory."""
+        method = environ["REQUEST_METHOD"]
+        if method != "PUT":
+            # wsgidav reads XML request bodies whole into memory.
+            length = environ.get("CONTENT_LENGTH", "").strip()
+            if length.isascii() and length.isdigit() and int(length) > MAX_XML_BODY:
+                raise DAVError(
+                    HTTP_REQUEST_ENTITY_TOO_LARGE,
+                    context_info=f"request bodies other than PUT are limited to {MAX_XML_BODY} bytes",
+                )
+        elif (mtime := environ.get("HTTP_X_OC_MTIME")) is not None and not _valid_timestamp(mtime):
+            raise DAVError(HTTP_BAD_REQUEST, context_info="X-OC-Mtime must be seconds since 1970")
+        # A missing Depth means infinity for PROPFIND (RFC 4918 9.1); RFC 4918 lets a
+        # server refuse it on collections.
         if (
-            environ["REQUEST_METHOD"] == "PROPFIND"
+            method == "PROPFIND"
             and environ.get("HTTP_DEPTH", "infinity").lower() == "infinity"
             and not self.propfind_infinity
         ):
-            raise DAVError(
-                HTTP_FORBIDDEN,
-                context_info="PROPFIND with Depth: infinity is disabled (davfs.propfind_infinity)",
-                err_condition=PRECONDITION_CODE_PropfindFiniteDepth,
-            )
+            resource = self.get_resource_inst(environ["PATH_INFO"], environ)
+            if resource is not None and resource.is_collection:
+                raise DAVError(
+                    HTTP_FORBIDDEN,
+                    context_info="PROPFIND with Depth: infinity is disabled (davfs.propfind_infinity)",
+                    err_condition=PRECONDITION_CODE_PropfindFiniteDepth,
+                )
         return default_handler(environ, start_response)
 
-    def get_resource_inst(self, path: str, environ: dict[str, Any]) -> DavfsFolder | DavfsFile | None:
+    def get_resource_inst(self, path: str | None, environ: dict[str, Any]) -> DavfsFolder | DavfsFile | None:
+        if path is None:
+            return None  # wsgidav asks for the parent of "/"
         # wsgidav resolves the same path several times per request (middleware, handler).
         # Requests that change nothing remember the answer for their own duration.
         memo: dict[str, Node | None] = (
@@ -251,7 +263,7 @@ class _NodeResource:
 
     def set_last_modified(self, dest_path: str, time_stamp: str | int, *, dry_run: bool) -> bool:
         seconds = time_stamp if isinstance(time_stamp, int) else util.parse_time_string(time_stamp)
-        if seconds is None:
+        if seconds is None or not _valid_timestamp(str(seconds)):
             raise DAVError(HTTP_BAD_REQUEST, context_info=f"bad date {time_stamp!r}")
         if self.node is None:
             raise DAVError(HTTP_NOT_FOUND)
@@ -269,10 +281,10 @@ class _NodeResource:
         return self.node
 
     def _dest_parent(self, dest_path: str) -> tuple[Node, str]:
-        segments = split_path(dest_path)
-        if not segments:
-            raise DAVError(HTTP_FORBIDDEN, context_info="cannot replace the root folder")
         with _dav_errors():
+            segments = split_path(dest_path)
+            if not segments:
+                raise DAVError(HTTP_FORBIDDEN, context_info="cannot replace the root folder")
             parent = self.provider.catalog.resolve(segments[:-1])
         if parent is None or not parent.is_dir:
             raise DAVError(HTTP_CONFLICT, context_info="destination parent must be a folder")
@@ -496,6 +508,11 @@ class _UploadStream:
             self._writer.close()
 
 
+def _valid_timestamp(text: str) -> bool:
+    """Seconds since 1970 that every client and Python's time functions can show."""
+    return text.isascii() and text.isdigit() and int(text) <= _LATEST_TIMESTAMP
+
+
 def _expected_size(environ: dict[str, Any]) -> int | None:
     """The size the client announced: Content-Length, or Finder's
     X-Expected-Entity-Length on a chunked upload."""
@@ -506,6 +523,6 @@ def _expected_size(environ: dict[str, Any]) -> int | None:
     announced = announced.strip()
     if not announced:
         return None
-    if not announced.isdigit():
+    if not (announced.isascii() and announced.isdigit()):
         raise DAVError(HTTP_BAD_REQUEST, context_info=f"bad content length {announced!r}")
     return int(announced)

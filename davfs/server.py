@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 BLOCK_SIZE = 1024 * 1024
 """wsgidav's read/write block size: its default of 8 KiB is the GET/PUT bottleneck."""
 
+MAX_REQUEST_HEAD = 64 * 1024
+"""Largest request line plus headers; Windows' longest If: headers are far below this."""
+
 _WSGIDAV_DEFAULTS: dict[str, Any] = {
     "verbose": 1,
     "logging": {"enable": False},
@@ -39,7 +42,6 @@ _WSGIDAV_DEFAULTS: dict[str, Any] = {
     "add_header_MS_Author_Via": True,
     "mutable_live_props": ["{DAV:}getlastmodified"],
     "hotfixes": {"emulate_win32_lastmod": True, "re_encode_path_info": True},
-    "simple_dc": {"user_mapping": {"*": True}},
     "dir_browser": {"enable": True, "icon": False, "response_trailer": "davfs"},
     "property_manager": None,
 }
@@ -79,13 +81,20 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
     )
     locks = LockStorageShelve(str(config.data_dir / "locks.shelve"))
     wsgidav_conf = _merge(copy.deepcopy(_WSGIDAV_DEFAULTS), dict(config.wsgidav))
+    wsgidav_conf.setdefault("simple_dc", {})["user_mapping"] = config.user_mapping  # whole, never merged
     wsgidav_conf.update(
         host=config.host,
         port=config.port,
         provider_mapping={"/": provider},
         lock_storage=locks,
     )
-    return App(WsgiDAVApp(wsgidav_conf), provider, catalog, store, locks)
+    app = WsgiDAVApp(wsgidav_conf)
+    # With its own logging off, wsgidav's logger swallows everything, including the
+    # tracebacks of internal errors; send its warnings and errors to ours.
+    wsgidav_log = logging.getLogger("wsgidav")
+    wsgidav_log.propagate = True
+    wsgidav_log.setLevel(logging.WARNING)
+    return App(app, provider, catalog, store, locks)
 
 
 def make_server(config: DavfsConfig, app: App) -> wsgi.Server:
@@ -98,6 +107,8 @@ def make_server(config: DavfsConfig, app: App) -> wsgi.Server:
         shutdown_timeout=5,
         server_name="davfs",
     )
+    # cheroot reads request heads of any size before wsgidav (or authentication) runs.
+    server.max_request_header_size = MAX_REQUEST_HEAD
     return server
 
 
@@ -138,13 +149,14 @@ def serve(config: DavfsConfig) -> None:
     """Run until interrupted."""
     app = build_app(config)
     server = make_server(config, app)
-    server.prepare()
-    host, port = server.bind_addr[:2]
-    log.info("davfs serving %s on http://%s:%s/ (store %s)", config.data_dir, host, port, config.store)
-    print(
-        f"davfs: serving http://{host}:{port}/  (data: {config.data_dir}, store: {config.store})", flush=True
-    )
     try:
+        server.prepare()
+        host, port = server.bind_addr[:2]
+        log.info("davfs serving %s on http://%s:%s/ (store %s)", config.data_dir, host, port, config.store)
+        print(
+            f"davfs: serving http://{host}:{port}/  (data: {config.data_dir}, store: {config.store})",
+            flush=True,
+        )
         server.serve()
     except KeyboardInterrupt:
         pass

@@ -251,7 +251,7 @@ class ChunkWriter:
         if self._upload_id is not None or self._stored:
             try:
                 self._catalog.abort_upload(self._upload_id or 0, self._stored)
-            except DavfsError:
+            except Exception:  # never hide the error that made us abort
                 log.exception("could not journal aborted upload of %s", self.target.path)
         log.info("upload of %s aborted after %d bytes", self.target.path, self.received)
 

@@ -57,3 +57,13 @@ def test_console_script_entry_point(tmp_path):
         cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_names_no_client_could_use_are_refused(tmp_path, capsys):
+    source = tmp_path / "a.txt"
+    source.write_bytes(b"x")
+    for dest in ("/..", "/a/../b", "/x/./y"):
+        assert run(tmp_path, "put", str(source), dest) != 0
+    assert "not a valid path" in capsys.readouterr().err
+    assert run(tmp_path, "ls", "/") == 0
+    assert capsys.readouterr().out == ""

@@ -97,6 +97,50 @@ def test_anonymous_access_on_a_public_address_is_refused(tmp_path):
     )
     assert not load_config(with_users, environ={}).anonymous
     assert load_config(write(tmp_path, "host: ::1\n"), environ={}).host == "::1"
+    # users for another share only: the root share must not fall back to anonymous
+    other_share = write(
+        tmp_path,
+        'host: 0.0.0.0\nsimple_dc:\n  user_mapping:\n    "/dav":\n      alice:\n        password: x\n',
+    )
+    assert not load_config(other_share, environ={}).anonymous
+    with pytest.raises(ConfigError, match="anonymous"):
+        load_config(
+            write(tmp_path, 'host: 0.0.0.0\nsimple_dc:\n  user_mapping:\n    "/": true\n'), environ={}
+        )
+
+
+@pytest.mark.parametrize("share", ["*", "/dav"])
+def test_a_user_mapping_replaces_the_anonymous_default(tmp_path, share):
+    import dataclasses
+    import threading
+
+    import requests
+    from requests.auth import HTTPDigestAuth
+
+    from davfs.server import build_app, make_server
+    from tests.conftest import davfs_config
+
+    users = {"simple_dc": {"user_mapping": {share: {"alice": {"password": "secret"}}}}}
+    config = dataclasses.replace(davfs_config(tmp_path / "d"), wsgidav=users)
+    assert not config.anonymous
+    app = build_app(config)
+    server = make_server(config, app)
+    server.prepare()
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.bind_addr[1]}/"
+    try:
+        assert requests.put(url + "anon.txt", data=b"x", timeout=10).status_code == 401
+        alice = requests.put(url + "a.txt", data=b"x", auth=HTTPDigestAuth("alice", "secret"), timeout=10)
+        assert alice.status_code == (201 if share == "*" else 401)  # "/dav" is not this share
+        assert (
+            requests.get(url + "a.txt", auth=HTTPDigestAuth("alice", "wrong"), timeout=10).status_code == 401
+        )
+        assert app.catalog.resolve(["anon.txt"]) is None
+    finally:
+        server.stop()
+        thread.join(timeout=10)
+        app.close()
 
 
 def test_bad_config_exits_nonzero_with_one_line(tmp_path):
@@ -125,3 +169,35 @@ def test_public_bind_without_users_refuses_to_start(tmp_path):
     )
     assert result.returncode != 0 and "anonymous" in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def run_server(tmp_path, *args, env=None):
+    return subprocess.run(
+        [sys.executable, str(REPO / "run_server.py"), *args],
+        env={"DAVFS_CONFIG": "/dev/null", "PATH": "/usr/bin:/bin", **(env or {})},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_start_up_failures_are_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = run_server(tmp_path, "--port", str(taken.getsockname()[1]))
+    assert busy.returncode != 0 and "Traceback" not in busy.stderr
+    assert len(busy.stderr.strip().splitlines()) == 1, busy.stderr
+
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "catalog.sqlite").write_bytes(b"this is not a database" * 100)
+    broken = run_server(tmp_path, "--port", "0")
+    assert broken.returncode != 0 and "Traceback" not in broken.stderr
+    assert "catalog" in broken.stderr and len(broken.stderr.strip().splitlines()) == 1, broken.stderr
+
+    (tmp_path / "file").write_bytes(b"x")
+    unwritable = run_server(tmp_path, "--port", "0", env={"DAVFS_DATA_DIR": str(tmp_path / "file" / "data")})
+    assert unwritable.returncode != 0 and "Traceback" not in unwritable.stderr, unwritable.stderr

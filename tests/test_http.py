@@ -456,3 +456,54 @@ def test_delete_of_a_tree_with_a_locked_member_keeps_the_member(server, http):
         == 204
     )
     assert http.get(server.url + "D/sub/locked.txt").status_code == 404
+
+
+def test_oversized_requests_are_refused_before_they_are_read(server, http):
+    conn = http_connection(server.url)
+    conn.putrequest("PROPPATCH", "/")
+    conn.putheader("Content-Length", str(900 * MiB))
+    conn.endheaders()
+    assert conn.getresponse().status == 413
+    conn = http_connection(server.url)
+    conn.putrequest("GET", "/" + "a" * (100 * 1024))
+    conn.endheaders()
+    assert conn.getresponse().status in (413, 414)
+    r = http.get(server.url, headers={"X-Padding": "p" * (100 * 1024)})
+    assert r.status_code in (413, 431)
+    assert http.options(server.url).status_code == 200  # still serving
+
+
+def test_impossible_modification_times_are_refused(server, http):
+    url = server.url + "t.txt"
+    assert http.put(url, data=b"old").status_code == 201
+    for bad in ("99999999999999999999", "-5", "soon", "\u00b9"):
+        assert http.put(url, data=b"new", headers={"X-OC-Mtime": bad.encode()}).status_code == 400, bad
+    assert http.get(url).content == b"old"
+    assert http.put(url, data=b"new", headers={"X-OC-Mtime": "1600000000"}).status_code == 204
+    head = http.head(url)
+    assert head.status_code == 200 and head.headers["Last-Modified"] == "Sun, 13 Sep 2020 12:26:40 GMT"
+    r = http.put(
+        server.url + "f.bin", data=iter([b"x"]), headers={"X-Expected-Entity-Length": "\u00b9".encode()}
+    )
+    assert r.status_code == 400
+
+
+def test_the_root_cannot_be_deleted_replaced_or_moved(server, http):
+    assert http.delete(server.url).status_code in (403, 405)
+    assert http.put(server.url, data=b"x").status_code in (403, 405, 409)
+    assert http.request("MOVE", server.url, headers={"Destination": server.url + "x"}).status_code in (
+        403,
+        409,
+    )
+    http.put(server.url + "f", data=b"x")
+    assert http.request("MOVE", server.url + "f", headers={"Destination": server.url}).status_code in (
+        403,
+        409,
+    )
+    assert http.get(server.url + "f").content == b"x"
+
+
+def test_propfind_without_depth_on_a_file_is_allowed(server, http):
+    http.put(server.url + "f", data=b"x")
+    assert http.request("PROPFIND", server.url + "f").status_code == 207
+    assert http.request("PROPFIND", server.url + "missing").status_code == 404

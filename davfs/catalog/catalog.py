@@ -22,7 +22,9 @@ from typing import Any
 
 from sqlalchemy import Connection, CursorResult, bindparam, func, insert, select, update
 from sqlalchemy import delete as sql_delete
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
+from sqlalchemy.exc import SQLAlchemyError
 
 from davfs.catalog import schema
 from davfs.catalog.dialect import WRITE, make_engine
@@ -36,7 +38,15 @@ from davfs.catalog.schema import (
     uploads,
     versions,
 )
-from davfs.errors import AlreadyExists, CatalogError, FolderNotEmpty, NotAFolder, NotFound
+from davfs.errors import (
+    AlreadyExists,
+    BadPath,
+    CatalogError,
+    FolderNotEmpty,
+    NotAFolder,
+    NotAllowed,
+    NotFound,
+)
 from davfs.snapshot import ChunkInfo, Extent, FileSnapshot
 
 ROOT_ID = 1
@@ -67,6 +77,17 @@ class StoredChunk:
     size: int
     block_size: int
     block_hashes: bytes
+
+
+def split_path(path: str) -> list[str]:
+    """A path → its name segments; the one gate every path passes (server and CLI).
+
+    Rejects ``.``, ``..`` and NUL, which no client may use as a name."""
+    segments = [s for s in path.split("/") if s]
+    for segment in segments:
+        if segment in (".", "..") or "\x00" in segment:
+            raise BadPath(repr(path), f"the segment {segment!r} is not allowed")
+    return segments
 
 
 def content_etag(chunk_hashes: Iterable[str], size: int) -> str:
@@ -119,18 +140,24 @@ class Catalog:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self._migrate()
+        try:
+            self._migrate()
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise CatalogError(
+                f"cannot open the catalog {_safe_url(url)}: {getattr(exc, 'orig', None) or exc}"
+            ) from None
 
     # --- connections -------------------------------------------------------------
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        with _database_errors(), self.engine.connect() as conn:
             yield conn
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        with _database_errors(), self.engine.connect() as conn:
             conn.execution_options(**{WRITE: True})
             with conn.begin():
                 yield conn
@@ -431,7 +458,7 @@ class Catalog:
         The node must still be where the caller found it: a concurrent MOVE must not
         turn this into the deletion of whatever now has that id somewhere else."""
         if node.id == ROOT_ID:
-            raise CatalogError("the root folder cannot be deleted")
+            raise NotAllowed("deleting the root folder")
         with self._write() as conn:
             still_there = conn.scalar(
                 select(func.count())
@@ -467,7 +494,7 @@ class Catalog:
             ancestor: int | None = new_parent_id
             while ancestor is not None:
                 if ancestor == node_id:
-                    raise CatalogError("cannot move a folder below itself")
+                    raise NotAllowed("moving a folder below itself")
                 ancestor = conn.scalar(select(nodes.c.parent_id).where(nodes.c.id == ancestor))
             try:
                 conn.execute(
@@ -623,6 +650,24 @@ class Catalog:
         return version_id
 
 
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """The database failed (locked too long, disk full, I/O): a CatalogError, so callers
+    see one error type and users one line. Constraint violations the methods expect
+    (a name taken) are caught inside them first."""
+    try:
+        yield
+    except SqlIntegrityError:
+        raise
+    except SQLAlchemyError as exc:
+        raise CatalogError(f"database error: {getattr(exc, 'orig', None) or exc}") from exc
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def _insert_node(
     conn: Connection,
     parent_id: int,
@@ -655,4 +700,4 @@ def _batches(ids: Sequence[int]) -> Iterator[list[int]]:
         yield list(ids[i : i + _BATCH])
 
 
-__all__ = ["Catalog", "Node", "ROOT_ID", "StoredChunk", "content_etag"]
+__all__ = ["Catalog", "Node", "ROOT_ID", "StoredChunk", "content_etag", "split_path"]
