@@ -461,12 +461,22 @@ class DavfsFile(_NodeResource, DAVNonCollection):  # type: ignore[misc]
     def _response_range(self, size: int) -> tuple[int, int]:
         """[start, end) of what wsgidav will send, so the reader fetches only those blocks."""
         header = self.environ.get("HTTP_RANGE")
-        if header:
+        if header and self._if_range_holds():
             ranges, _ = util.obtain_content_ranges(header, size)
             if ranges:
                 start, last, _length = ranges[0]
                 return int(start), int(last) + 1
         return 0, size
+
+    def _if_range_holds(self) -> bool:
+        """wsgidav's If-Range rule: a date must equal Last-Modified, else an ETag the ETag."""
+        condition = self.environ.get("HTTP_IF_RANGE")
+        if condition is None or self.node is None:
+            return condition is None
+        seconds = util.parse_time_string(condition)
+        if seconds:
+            return bool(int(self.node.modified) == seconds)
+        return bool(condition.strip('" ') == self.node.etag)
 
     def begin_write(self, *, content_type: str | None = None) -> _UploadStream:
         assert self._parent_id is not None

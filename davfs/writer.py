@@ -3,9 +3,9 @@
 As the body arrives it is written to a spool file in the store's spool folder, while a
 helper thread computes its ChunkHash and BlockHashes on the other core (hashlib releases
 the GIL). Every full chunk is handed to the executor,
-which skips it if this upload or the catalog already has that content (dedup), and
-otherwise gives the spool file to the store (for the local store an fsync and a rename,
-no copy) and journals it, while the next chunk is still arriving. Chunks never sit in
+which skips it if this upload already had that content, and otherwise gives the spool
+file to the store (for the local store an fsync and a rename, no copy; the store keeps
+one copy per ChunkHash) and journals it, while the next chunk is still arriving. Chunks never sit in
 memory (invariant 5); at most ``in_flight`` spooled chunks wait for the store, which
 bounds temporary disk use and pushes back on fast clients.
 
@@ -299,11 +299,11 @@ class ChunkWriter:
             _unlink(path)
             return earlier.result()  # the same content earlier in this upload
         try:
-            stored = self._catalog.find_chunk(chunk_hash)
-            if stored is None:
-                meta = ChunkMeta(chunk_hash, size, self._block_size, digests)
-                locator = self._store.put_file(path, meta)
-                stored = StoredChunk(chunk_hash, locator, size, self._block_size, digests)
+            # Always given to the store, even if the catalog knows this content: the
+            # store keeps one copy (content addressing), and a copy damaged since is
+            # replaced by these freshly hashed bytes instead of being shared.
+            locator = self._store.put_file(path, ChunkMeta(chunk_hash, size, self._block_size, digests))
+            stored = StoredChunk(chunk_hash, locator, size, self._block_size, digests)
             if self._upload_id is not None:
                 self._catalog.journal_chunk(self._upload_id, chunk_hash, stored.locator)
         except BaseException as exc:

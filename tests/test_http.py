@@ -507,3 +507,12 @@ def test_propfind_without_depth_on_a_file_is_allowed(server, http):
     http.put(server.url + "f", data=b"x")
     assert http.request("PROPFIND", server.url + "f").status_code == 207
     assert http.request("PROPFIND", server.url + "missing").status_code == 404
+
+
+def test_if_range(server, http):
+    data = os.urandom(3 * MiB)
+    etag = http.put(server.url + "r.bin", data=data).headers["ETag"]
+    r = http.get(server.url + "r.bin", headers={"Range": "bytes=100-199", "If-Range": etag})
+    assert r.status_code == 206 and r.content == data[100:200]
+    r = http.get(server.url + "r.bin", headers={"Range": "bytes=100-199", "If-Range": '"stale"'})
+    assert r.status_code == 200 and r.content == data

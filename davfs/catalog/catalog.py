@@ -270,14 +270,6 @@ class Catalog:
             raise CatalogError(f"version {version_id} of {path} has missing extents; run `davfs fsck`")
         return FileSnapshot(path, version_id, head.size, head.modified or 0.0, head.etag, parts)
 
-    def find_chunk(self, chunk_hash: str) -> StoredChunk | None:
-        """A chunk already stored with this content, for dedup."""
-        with self._read() as conn:
-            r = conn.execute(select(chunks).where(chunks.c.chunk_hash == chunk_hash)).first()
-        if r is None:
-            return None
-        return StoredChunk(r.chunk_hash, r.locator, r.size, r.block_size, bytes(r.block_hashes))
-
     def dead_props(self, node_id: int) -> dict[str, str]:
         with self._read() as conn:
             rows = conn.execute(

@@ -59,6 +59,9 @@ nodes = Table(
     Column("created", Float, nullable=False),
     Column("modified", Float, nullable=False),
     UniqueConstraint("parent_id", "name", name="uq_nodes_parent_name"),
+    # Ids are never reused: retired versions, journals and logs keep pointing at the
+    # node they meant (SQLite would otherwise hand out a deleted row's id again).
+    sqlite_autoincrement=True,
 )
 
 versions = Table(
@@ -70,6 +73,7 @@ versions = Table(
     Column("etag", String(64), nullable=False),
     Column("created", Float, nullable=False),
     Column("retired", Float, nullable=True),
+    sqlite_autoincrement=True,
 )
 Index("ix_versions_retired", versions.c.retired)
 
@@ -112,6 +116,7 @@ uploads = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("path", Text, nullable=False),
     Column("started", Float, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 upload_chunks = Table(

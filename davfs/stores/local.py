@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,9 @@ from davfs.snapshot import BLOCK_SIZE
 from davfs.stores.base import ChunkMeta, ChunkStore, StoreProperties
 
 _HEX = frozenset("0123456789abcdef")
+SPOOL_ABANDONED_AFTER = 3600.0
+"""Seconds without a write after which a spool file is an abandoned upload's."""
+log = logging.getLogger(__name__)
 
 
 class LocalStore:
@@ -41,6 +46,7 @@ class LocalStore:
         self._chunks.mkdir(parents=True, exist_ok=True)
         self._spool = self.root / "spool"
         self._spool.mkdir(exist_ok=True)
+        _remove_abandoned(self._spool, SPOOL_ABANDONED_AFTER)
         self.properties = StoreProperties("local", max_chunk_size, concurrency=4, spool_dir=str(self._spool))
         self._made_dirs: set[str] = set()
         self._lock = threading.Lock()
@@ -70,8 +76,8 @@ class LocalStore:
                 raise StoreError("local", f"chunk of {meta.size} bytes exceeds the store's limit")
             locator = meta.chunk_hash
             data_path, meta_path = self._paths(locator)
-            if data_path.exists() and meta_path.exists():
-                return locator
+            # Replaced even if present: the caller hashed these bytes just now, the copy
+            # on disk may have been damaged since.
             self._make_folder(data_path.parent)
             try:
                 with open(spooled, "rb+") as handle:
@@ -145,11 +151,29 @@ class LocalStore:
                 meta = ChunkMeta.from_dict(json.loads(meta_path.read_bytes()))
             except (OSError, ValueError, KeyError):
                 meta = _recompute(data_path)  # sidecar lost (e.g. power cut) or damaged
+                if meta.chunk_hash != locator:
+                    log.error("chunk %s is damaged (its bytes hash to %s); skipped", locator, meta.chunk_hash)
+                    continue
                 _write_atomically(meta_path, json.dumps(meta.to_dict()).encode(), durable=False)
             yield locator, meta
 
     def close(self) -> None:
         pass
+
+
+def _remove_abandoned(folder: Path, age: float) -> None:
+    """Spool files of uploads that died with their process (kill -9, power cut).
+
+    Several servers may share one store, so only files nobody has written to for
+    ``age`` seconds are removed; a live upload writes its spool file continuously."""
+    cutoff = time.time() - age
+    for leftover in folder.glob("*.spool"):
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+                log.info("removed abandoned spool file %s", leftover)
+        except FileNotFoundError:
+            pass
 
 
 def _recompute(data_path: Path) -> ChunkMeta:

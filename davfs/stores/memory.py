@@ -20,7 +20,7 @@ class MemoryStore:
 
     def put(self, data: bytes | memoryview, meta: ChunkMeta) -> str:
         with self._lock:
-            self._chunks.setdefault(meta.chunk_hash, (bytes(data), meta))
+            self._chunks[meta.chunk_hash] = (bytes(data), meta)
         return meta.chunk_hash
 
     def put_file(self, path: str, meta: ChunkMeta) -> str:

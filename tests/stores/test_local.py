@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -63,3 +64,28 @@ def test_oversized_chunk_is_refused(tmp_path):
 
 def test_open_store_by_url(tmp_path):
     assert isinstance(open_store(f"local:{tmp_path}"), LocalStore)
+
+
+def test_a_damaged_chunk_without_sidecar_is_not_rebuilt_as_valid(tmp_path, caplog):
+    store = LocalStore(tmp_path)
+    data, meta = chunk(3000)
+    locator = store.put(data, meta)
+    folder = tmp_path / "chunks" / locator[:2]
+    (folder / f"{locator}.meta").unlink()
+    damaged = bytearray((folder / f"{locator}.chunk").read_bytes())
+    damaged[10] ^= 0xFF
+    (folder / f"{locator}.chunk").write_bytes(bytes(damaged))
+    assert locator not in dict(store.iter_chunks())
+    assert not (folder / f"{locator}.meta").exists()
+    assert "damaged" in caplog.text
+
+
+def test_abandoned_spool_files_are_removed_at_start(tmp_path):
+    LocalStore(tmp_path)
+    old = tmp_path / "spool" / "upload-old.spool"
+    fresh = tmp_path / "spool" / "upload-fresh.spool"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(old, (0, 0))
+    LocalStore(tmp_path)
+    assert not old.exists() and fresh.exists()
