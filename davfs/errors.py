@@ -25,18 +25,12 @@ provider answers when the error reaches WebDAV (the translation happens in one p
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class DavfsError(Exception):
     """An error in davfs."""
 
     exit_code = 2
     http_status = 500
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.args = args
 
     def __str__(self) -> str:
         template = (type(self).__doc__ or "").strip().splitlines()[0]
@@ -99,7 +93,7 @@ class StoreError(DavfsError):
 
 
 class ChunkMissing(StoreError):
-    """Chunk {} is missing from store {}; run `davfs fsck`."""
+    """Chunk {} is missing from store {}; files that use it cannot be read."""
 
     http_status = 500
 
@@ -109,13 +103,9 @@ class StoreUnavailable(StoreError):
 
     http_status = 503
 
-    @property
-    def retry_after(self) -> int:
-        return int(self.args[1]) if len(self.args) > 1 else 30
-
 
 class IntegrityError(DavfsError):
-    """Block {} of chunk {} failed verification (expected SHA-256 {}, got {}); the stored bytes are damaged, run `davfs fsck`."""
+    """Block {} of chunk {} failed verification (expected SHA-256 {}, got {}); the stored bytes are damaged."""
 
     http_status = 500
 

@@ -44,7 +44,7 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.util import etree
 
 from davfs.catalog import Catalog, Node, split_path
-from davfs.errors import DavfsError, StoreUnavailable
+from davfs.errors import DavfsError, IntegrityError
 from davfs.reader import ChunkReader
 from davfs.stores.base import ChunkStore
 from davfs.writer import ChunkWriter, UploadTarget
@@ -73,10 +73,8 @@ def _dav_errors() -> Iterator[None]:
     except DAVError:
         raise
     except DavfsError as exc:
-        if exc.http_status >= 500:
+        if exc.http_status >= 500 and not isinstance(exc, IntegrityError):  # the reader logged it
             log.error("%s", exc)
-        if isinstance(exc, StoreUnavailable):
-            raise DAVError(503, context_info=str(exc)) from exc
         raise DAVError(exc.http_status, context_info=str(exc)) from exc
 
 

@@ -28,8 +28,9 @@ from davfs.stores.local import LocalStore
 
 log = logging.getLogger(__name__)
 
-BLOCK_SIZE = 1024 * 1024
-"""wsgidav's read/write block size: its default of 8 KiB is the GET/PUT bottleneck."""
+WSGI_IO_SIZE = 1024 * 1024
+"""wsgidav's read/write size per call: its default of 8 KiB is the GET/PUT bottleneck.
+Equal to the BlockHash block size, so a GET hands out whole verified blocks uncopied."""
 
 MAX_REQUEST_HEAD = 64 * 1024
 """Largest request line plus headers; Windows' longest If: headers are far below this."""
@@ -37,7 +38,7 @@ MAX_REQUEST_HEAD = 64 * 1024
 _WSGIDAV_DEFAULTS: dict[str, Any] = {
     "verbose": 1,
     "logging": {"enable": False},
-    "block_size": BLOCK_SIZE,
+    "block_size": WSGI_IO_SIZE,
     "honor_mtime_header": True,
     "add_header_MS_Author_Via": True,
     "mutable_live_props": ["{DAV:}getlastmodified"],

@@ -17,7 +17,6 @@ chunks already stored are recorded as unreferenced for ``gc``, spool files are r
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from davfs.catalog import Catalog, Node, StoredChunk
 from davfs.errors import DavfsError, IncompleteUpload, UploadError
 from davfs.snapshot import BLOCK_SIZE
-from davfs.stores.base import ChunkMeta, ChunkStore
+from davfs.stores.base import ChunkHasher, ChunkMeta, ChunkStore
 
 log = logging.getLogger(__name__)
 
@@ -44,40 +43,8 @@ class UploadTarget:
     path: str
 
 
-class _ChunkHashes:
-    """The ChunkHash and BlockHashes of one chunk, fed its bytes in order."""
-
-    def __init__(self, block_size: int) -> None:
-        self._block_size = block_size
-        self._chunk = hashlib.sha256()
-        self._block = hashlib.sha256()
-        self._in_block = 0
-        self._digests: list[bytes] = []
-
-    def update(self, piece: bytes | memoryview) -> None:
-        view = memoryview(piece)
-        self._chunk.update(view)
-        while view:
-            take = min(self._block_size - self._in_block, len(view))
-            self._block.update(view[:take])
-            self._in_block += take
-            view = view[take:]
-            if self._in_block == self._block_size:
-                self._end_block()
-
-    def _end_block(self) -> None:
-        self._digests.append(self._block.digest())
-        self._block = hashlib.sha256()
-        self._in_block = 0
-
-    def result(self) -> tuple[str, bytes]:
-        if self._in_block:
-            self._end_block()
-        return self._chunk.hexdigest(), b"".join(self._digests)
-
-
 class _InBackground:
-    """Feeds a :class:`_ChunkHashes` on a thread of its own.
+    """Feeds a :class:`ChunkHasher` on a thread of its own.
 
     Hashing every byte twice on the receiving thread was 44% of a PUT's time (py-spy);
     here it runs on the other core while the receiving thread reads the socket and
@@ -85,7 +52,7 @@ class _InBackground:
     which bounds the memory this costs.
     """
 
-    def __init__(self, hashes: _ChunkHashes, backlog: int = 8) -> None:
+    def __init__(self, hashes: ChunkHasher, backlog: int = 8) -> None:
         self._hashes = hashes
         self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=backlog)
         self._thread = threading.Thread(target=self._run, name="davfs-chunk-hash", daemon=True)
@@ -98,10 +65,10 @@ class _InBackground:
         while (piece := self._queue.get()) is not None:
             self._hashes.update(piece)
 
-    def result(self) -> tuple[str, bytes]:
+    def meta(self) -> ChunkMeta:
         self._queue.put(None)
         self._thread.join()
-        return self._hashes.result()
+        return self._hashes.meta()
 
 
 class _Spool:
@@ -111,7 +78,7 @@ class _Spool:
         fd, self.path = tempfile.mkstemp(prefix="upload-", suffix=".spool", dir=folder)
         self._file = os.fdopen(fd, "wb", buffering=0)
         self.size = 0
-        self._hashes = _ChunkHashes(block_size)
+        self._hashes = ChunkHasher(block_size)
         self._background: _InBackground | None = None
 
     def write(self, piece: memoryview) -> None:
@@ -127,14 +94,14 @@ class _Spool:
             self._background.update(piece if isinstance(piece.obj, bytes) else bytes(piece))
         self.size += len(piece)
 
-    def finish(self) -> tuple[str, bytes]:
-        """Close the file; return the ChunkHash and the concatenated BlockHashes."""
+    def finish(self) -> ChunkMeta:
+        """Close the file; return its ChunkHash and BlockHashes."""
         self._file.close()
-        return self._background.result() if self._background else self._hashes.result()
+        return self._background.meta() if self._background else self._hashes.meta()
 
     def discard(self) -> None:
         if self._background is not None:
-            self._background.result()  # stops its thread
+            self._background.meta()  # stops its thread
         self._file.close()
         _unlink(self.path)
 
@@ -265,17 +232,17 @@ class ChunkWriter:
         self._drain(self._in_flight - 1)
         spool, self._spool = self._spool, None
         assert spool is not None
-        chunk_hash, digests = spool.finish()
+        meta = spool.finish()
         if last and not self._pending:
             # Nothing to overlap with (a small file): skip the hand-off to the executor.
             done: Future[StoredChunk] = Future()
             try:
-                done.set_result(self._store_chunk(spool.path, chunk_hash, spool.size, digests))
+                done.set_result(self._store_chunk(spool.path, meta))
             except BaseException as exc:
                 done.set_exception(exc)
             self._pending.append((done, spool.path))
             return
-        future = self._executor.submit(self._store_chunk, spool.path, chunk_hash, spool.size, digests)
+        future = self._executor.submit(self._store_chunk, spool.path, meta)
         self._pending.append((future, spool.path))
 
     def _drain(self, keep: int) -> None:
@@ -288,13 +255,13 @@ class ChunkWriter:
             except Exception as exc:
                 raise UploadError(self.target.path, exc) from exc
 
-    def _store_chunk(self, path: str, chunk_hash: str, size: int, digests: bytes) -> StoredChunk:
+    def _store_chunk(self, path: str, meta: ChunkMeta) -> StoredChunk:
         """Runs on the executor; owns the spool file at ``path`` from here on."""
         with self._seen_lock:
-            earlier = self._seen.get(chunk_hash)
+            earlier = self._seen.get(meta.chunk_hash)
             if earlier is None:
                 mine: Future[StoredChunk] = Future()
-                self._seen[chunk_hash] = mine
+                self._seen[meta.chunk_hash] = mine
         if earlier is not None:
             _unlink(path)
             return earlier.result()  # the same content earlier in this upload
@@ -302,10 +269,10 @@ class ChunkWriter:
             # Always given to the store, even if the catalog knows this content: the
             # store keeps one copy (content addressing), and a copy damaged since is
             # replaced by these freshly hashed bytes instead of being shared.
-            locator = self._store.put_file(path, ChunkMeta(chunk_hash, size, self._block_size, digests))
-            stored = StoredChunk(chunk_hash, locator, size, self._block_size, digests)
+            locator = self._store.put_file(path, meta)
+            stored = StoredChunk(meta.chunk_hash, locator, meta.size, meta.block_size, meta.block_hashes)
             if self._upload_id is not None:
-                self._catalog.journal_chunk(self._upload_id, chunk_hash, stored.locator)
+                self._catalog.journal_chunk(self._upload_id, meta.chunk_hash, locator)
         except BaseException as exc:
             mine.set_exception(exc)
             raise

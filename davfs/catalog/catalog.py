@@ -217,13 +217,6 @@ class Catalog:
             node = _node(row)
         return node
 
-    def get(self, node_id: int) -> Node | None:
-        with self._read() as conn:
-            row = conn.execute(
-                select(*_NODE_COLUMNS).select_from(_NODE_FROM).where(nodes.c.id == node_id)
-            ).first()
-            return _node(row) if row is not None else None
-
     def children(self, folder_id: int) -> list[Node]:
         with self._read() as conn:
             rows = conn.execute(
@@ -267,7 +260,7 @@ class Catalog:
             for r in rows
         )
         if sum(e.length for e in parts) != head.size:
-            raise CatalogError(f"version {version_id} of {path} has missing extents; run `davfs fsck`")
+            raise CatalogError(f"version {version_id} of {path} has missing extents")
         return FileSnapshot(path, version_id, head.size, head.modified or 0.0, head.etag, parts)
 
     def dead_props(self, node_id: int) -> dict[str, str]:

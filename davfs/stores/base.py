@@ -58,12 +58,45 @@ class ChunkMeta:
 
     @classmethod
     def of(cls, data: bytes | memoryview, block_size: int = BLOCK_SIZE) -> ChunkMeta:
-        """Hash a whole chunk held in memory (tests, CLI, recovery checks)."""
-        view = memoryview(data)
-        digests = b"".join(
-            hashlib.sha256(view[i : i + block_size]).digest() for i in range(0, len(view), block_size)
-        )
-        return cls(hashlib.sha256(view).hexdigest(), len(view), block_size, digests)
+        """Hash a whole chunk held in memory (tests, recovery checks)."""
+        hasher = ChunkHasher(block_size)
+        hasher.update(data)
+        return hasher.meta()
+
+
+class ChunkHasher:
+    """The one definition of a chunk's hashes: its ChunkHash and, for every block of
+    ``block_size`` bytes from its start, a BlockHash. Fed the chunk's bytes in order."""
+
+    def __init__(self, block_size: int = BLOCK_SIZE) -> None:
+        self._block_size = block_size
+        self._chunk = hashlib.sha256()
+        self._block = hashlib.sha256()
+        self._in_block = 0
+        self._size = 0
+        self._digests: list[bytes] = []
+
+    def update(self, piece: bytes | memoryview) -> None:
+        view = memoryview(piece)
+        self._chunk.update(view)
+        self._size += len(view)
+        while view:
+            take = min(self._block_size - self._in_block, len(view))
+            self._block.update(view[:take])
+            self._in_block += take
+            view = view[take:]
+            if self._in_block == self._block_size:
+                self._end_block()
+
+    def _end_block(self) -> None:
+        self._digests.append(self._block.digest())
+        self._block = hashlib.sha256()
+        self._in_block = 0
+
+    def meta(self) -> ChunkMeta:
+        if self._in_block:
+            self._end_block()
+        return ChunkMeta(self._chunk.hexdigest(), self._size, self._block_size, b"".join(self._digests))
 
 
 @runtime_checkable

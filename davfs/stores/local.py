@@ -16,7 +16,6 @@ of the same content free.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from davfs.errors import ChunkMissing, StoreError
 from davfs.snapshot import BLOCK_SIZE
-from davfs.stores.base import ChunkMeta, ChunkStore, StoreProperties
+from davfs.stores.base import ChunkHasher, ChunkMeta, ChunkStore, StoreProperties
 
 _HEX = frozenset("0123456789abcdef")
 SPOOL_ABANDONED_AFTER = 3600.0
@@ -177,13 +176,11 @@ def _remove_abandoned(folder: Path, age: float) -> None:
 
 
 def _recompute(data_path: Path) -> ChunkMeta:
-    chunk = hashlib.sha256()
-    blocks: list[bytes] = []
+    hasher = ChunkHasher(BLOCK_SIZE)
     with open(data_path, "rb") as data:
         while block := data.read(BLOCK_SIZE):
-            chunk.update(block)
-            blocks.append(hashlib.sha256(block).digest())
-    return ChunkMeta(chunk.hexdigest(), data_path.stat().st_size, BLOCK_SIZE, b"".join(blocks))
+            hasher.update(block)
+    return hasher.meta()
 
 
 def _write_atomically(path: Path, data: bytes | memoryview, *, durable: bool) -> None:
