@@ -164,6 +164,9 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
     )
     if config.chunk_size % MiB or not MiB <= config.chunk_size <= 2000 * MiB:
         raise ConfigError("davfs.chunk_size", "must be a whole number of MiB between 1 MiB and 2000 MiB")
+    for key in ("ssl_certificate", "ssl_private_key", "ssl_certificate_chain"):
+        if wsgidav_conf.get(key):
+            raise ConfigError(key, "TLS is not supported by davfs yet; put a TLS-terminating proxy in front")
     if not is_loopback(config.host) and config.anonymous and not config.allow_anonymous_remote:
         raise ConfigError(
             "host",

@@ -66,6 +66,7 @@ def test_davfs_config_names_the_file(tmp_path):
         ("davfs:\n  store: ftp://x\n", {}, None),
         ("port: [unclosed\n", {}, "wsgidav.yaml:line"),
         ("- just\n- a list\n", {}, "wsgidav.yaml"),
+        ("ssl_certificate: cert.pem\n", {}, "ssl_certificate"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, text, env, key):

@@ -93,7 +93,9 @@ class LocalStore:
 
     def _make_folder(self, folder: Path) -> None:
         if folder.name not in self._made_dirs:
-            folder.mkdir(exist_ok=True)
+            if not folder.exists():
+                folder.mkdir(exist_ok=True)
+                _fsync_dir(folder.parent)  # the new folder's entry must survive a power cut too
             with self._lock:
                 self._made_dirs.add(folder.name)
 
