@@ -207,14 +207,17 @@ class Catalog:
             return self._resolve(conn, segments)
 
     def _resolve(self, conn: Connection, segments: Sequence[str]) -> Node | None:
-        node = _node(conn.execute(_NODE_BY_ID, {"node_id": ROOT_ID}).first())
+        if not segments:
+            return _node(conn.execute(_NODE_BY_ID, {"node_id": ROOT_ID}).first())
+        parent_id, node = ROOT_ID, None
         for name in segments:
-            if not node.is_dir:
+            if node is not None and not node.is_dir:
                 return None
-            row = conn.execute(_CHILD_BY_NAME, {"parent_id": node.id, "name": name}).first()
+            row = conn.execute(_CHILD_BY_NAME, {"parent_id": parent_id, "name": name}).first()
             if row is None:
                 return None
             node = _node(row)
+            parent_id = node.id
         return node
 
     def children(self, folder_id: int) -> list[Node]:
@@ -527,16 +530,11 @@ class Catalog:
                     .where(extents.c.version_id == source.version_id)
                     .order_by(extents.c.seq)
                 ).all()
-                conn.execute(
-                    update(chunks)
-                    .where(chunks.c.chunk_hash.in_({p.chunk_hash for p in parts}))
-                    .values(unreferenced_since=None)
-                )
                 for chunk_hash, count in Counter(p.chunk_hash for p in parts).items():
                     conn.execute(
                         update(chunks)
                         .where(chunks.c.chunk_hash == chunk_hash)
-                        .values(refcount=chunks.c.refcount + count)
+                        .values(refcount=chunks.c.refcount + count, unreferenced_since=None)
                     )
                 version_id = self._insert_version(
                     conn,
