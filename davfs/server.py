@@ -26,7 +26,6 @@ from davfs.stores import open_store
 from davfs.stores.base import ChunkStore
 from davfs.stores.local import LocalStore
 
-log = logging.getLogger(__name__)
 
 WSGI_IO_SIZE = 1024 * 1024
 """wsgidav's read/write size per call: its default of 8 KiB is the GET/PUT bottleneck.
@@ -153,7 +152,6 @@ def serve(config: DavfsConfig) -> None:
     try:
         server.prepare()
         host, port = server.bind_addr[:2]
-        log.info("davfs serving %s on http://%s:%s/ (store %s)", config.data_dir, host, port, config.store)
         print(
             f"davfs: serving http://{host}:{port}/  (data: {config.data_dir}, store: {config.store})",
             flush=True,
