@@ -26,7 +26,6 @@ from davfs.stores import open_store
 from davfs.stores.base import ChunkStore
 from davfs.stores.local import LocalStore
 
-
 WSGI_IO_SIZE = 1024 * 1024
 """wsgidav's read/write size per call: its default of 8 KiB is the GET/PUT bottleneck.
 Equal to the BlockHash block size, so a GET hands out whole verified blocks uncopied."""
