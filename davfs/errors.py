@@ -14,7 +14,8 @@ provider answers when the error reaches WebDAV (the translation happens in one p
     │   ├── AlreadyExists            name taken in that folder
     │   ├── NotAFolder               parent is a file
     │   ├── FolderNotEmpty
-    │   └── NotAllowed               e.g. deleting the root folder
+    │   ├── NotAllowed               e.g. deleting the root folder
+    │   └── PreconditionFailed       the file changed since the client checked
     ├── StoreError                   a chunk store failed
     │   ├── ChunkMissing             store has no such chunk
     │   └── StoreUnavailable         transient; retry later (503)
@@ -84,6 +85,12 @@ class NotAllowed(CatalogError):
     """{} is not allowed."""
 
     http_status = 403
+
+
+class PreconditionFailed(CatalogError):
+    """{} changed while it was being uploaded; nothing was written."""
+
+    http_status = 412
 
 
 class StoreError(DavfsError):

@@ -43,7 +43,7 @@ from wsgidav.dav_error import (
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.util import etree
 
-from davfs.catalog import Catalog, Node, split_path
+from davfs.catalog import ABSENT, Catalog, Node, split_path
 from davfs.errors import DavfsError, IntegrityError
 from davfs.reader import ChunkReader
 from davfs.stores.base import ChunkStore
@@ -480,7 +480,12 @@ class DavfsFile(_NodeResource, DAVNonCollection):  # type: ignore[misc]
         assert self._parent_id is not None
         provider = self.provider
         self._writer = ChunkWriter(
-            UploadTarget(self._parent_id, self.path.rstrip("/").rsplit("/", 1)[-1], self.path),
+            UploadTarget(
+                self._parent_id,
+                self.path.rstrip("/").rsplit("/", 1)[-1],
+                self.path,
+                expect_version=self._expected_version(),
+            ),
             provider.catalog,
             provider.store,
             provider.executor,
@@ -489,6 +494,15 @@ class DavfsFile(_NodeResource, DAVNonCollection):  # type: ignore[misc]
             in_flight=provider.upload_in_flight,
         )
         return _UploadStream(self._writer)
+
+    def _expected_version(self) -> int | None:
+        """wsgidav checked If-Match / If-None-Match: * before the body; re-check them at
+        commit, so an upload cannot overwrite a change made while its body arrived."""
+        if "HTTP_IF_MATCH" in self.environ and self.node is not None:
+            return self.node.version_id
+        if self.environ.get("HTTP_IF_NONE_MATCH", "").strip() == "*":
+            return ABSENT
+        return None
 
     def end_write(self, *, with_errors: bool) -> None:
         writer, self._writer = self._writer, None

@@ -41,6 +41,8 @@ class UploadTarget:
     parent_id: int
     name: str
     path: str
+    expect_version: int | None = None
+    """Commit only if the file still has this version (or ``catalog.ABSENT``)."""
 
 
 class _InBackground:
@@ -191,6 +193,7 @@ class ChunkWriter:
                 stored=self._stored,
                 size=self.received,
                 mtime=self._mtime,
+                expect_version=self.target.expect_version,
             )
             self._finished = True
         except BaseException:

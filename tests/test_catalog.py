@@ -8,8 +8,8 @@ import hashlib
 import pytest
 from sqlalchemy import select, update
 
-from davfs.catalog import ROOT_ID, Catalog, StoredChunk, schema
-from davfs.errors import AlreadyExists, CatalogError, FolderNotEmpty, NotAFolder, NotFound
+from davfs.catalog import ABSENT, ROOT_ID, Catalog, StoredChunk, schema
+from davfs.errors import AlreadyExists, CatalogError, FolderNotEmpty, NotAFolder, NotFound, PreconditionFailed
 
 
 @pytest.fixture(params=["sqlite-file", "sqlite-memory"])
@@ -174,9 +174,41 @@ def test_delete_checks_the_node_is_still_there_and_empty_unless_recursive(catalo
     assert catalog.resolve(["d"]) is None
 
 
+def test_conditional_commits(catalog):
+    first, _ = put(catalog, ROOT_ID, "f", b"one")
+    second, _ = catalog.commit_file(
+        ROOT_ID,
+        "f",
+        upload_id=None,
+        stored=[stored(b"two")],
+        size=3,
+        mtime=None,
+        expect_version=first.version_id,
+    )
+    with pytest.raises(PreconditionFailed):  # still expects the first version
+        catalog.commit_file(
+            ROOT_ID,
+            "f",
+            upload_id=None,
+            stored=[stored(b"xxx")],
+            size=3,
+            mtime=None,
+            expect_version=first.version_id,
+        )
+    with pytest.raises(PreconditionFailed):
+        catalog.commit_file(
+            ROOT_ID, "f", upload_id=None, stored=[], size=0, mtime=None, expect_version=ABSENT
+        )
+    assert catalog.resolve(["f"]).version_id == second.version_id
+    new, created = catalog.commit_file(
+        ROOT_ID, "g", upload_id=None, stored=[], size=0, mtime=None, expect_version=ABSENT
+    )
+    assert created and new.size == 0
+
+
 def test_an_empty_file_never_replaces_an_existing_one(catalog):
     put(catalog, ROOT_ID, "f", b"content")
-    with pytest.raises(AlreadyExists):
+    with pytest.raises(PreconditionFailed):
         catalog.create_empty_file(ROOT_ID, "f")
     assert catalog.resolve(["f"]).size == 7
 

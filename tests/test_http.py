@@ -516,3 +516,29 @@ def test_if_range(server, http):
     assert r.status_code == 206 and r.content == data[100:200]
     r = http.get(server.url + "r.bin", headers={"Range": "bytes=100-199", "If-Range": '"stale"'})
     assert r.status_code == 200 and r.content == data
+
+
+def test_a_conditional_put_does_not_overwrite_a_change_made_while_it_uploaded(server, http):
+    url = server.url + "c.txt"
+    etag = http.put(url, data=b"v1").headers["ETag"]
+    conn = http_connection(server.url)
+    conn.putrequest("PUT", "/c.txt")
+    conn.putheader("Content-Length", str(2 * MiB))
+    conn.putheader("If-Match", etag)
+    conn.endheaders()
+    conn.send(b"a" * MiB)  # wsgidav has checked If-Match; the body is still arriving
+    assert http.put(url, data=b"v2 from someone else").status_code == 204
+    conn.send(b"a" * MiB)
+    assert conn.getresponse().status == 412
+    assert http.get(url).content == b"v2 from someone else"
+    # If-None-Match: * for a name created meanwhile
+    conn = http_connection(server.url)
+    conn.putrequest("PUT", "/new.txt")
+    conn.putheader("Content-Length", "4")
+    conn.putheader("If-None-Match", "*")
+    conn.endheaders()
+    conn.send(b"ab")
+    assert http.put(server.url + "new.txt", data=b"first").status_code == 201
+    conn.send(b"cd")
+    assert conn.getresponse().status == 412
+    assert http.get(server.url + "new.txt").content == b"first"

@@ -1,5 +1,5 @@
 """The catalog: tree, versions, chunks, dead properties and the upload journal."""
 
-from davfs.catalog.catalog import ROOT_ID, Catalog, Node, StoredChunk, content_etag, split_path
+from davfs.catalog.catalog import ABSENT, ROOT_ID, Catalog, Node, StoredChunk, content_etag, split_path
 
-__all__ = ["ROOT_ID", "Catalog", "Node", "StoredChunk", "content_etag", "split_path"]
+__all__ = ["ABSENT", "ROOT_ID", "Catalog", "Node", "StoredChunk", "content_etag", "split_path"]

@@ -46,10 +46,13 @@ from davfs.errors import (
     NotAFolder,
     NotAllowed,
     NotFound,
+    PreconditionFailed,
 )
 from davfs.snapshot import ChunkInfo, Extent, FileSnapshot
 
 ROOT_ID = 1
+ABSENT = -1
+"""``expect_version`` for "the file must not exist yet" (version ids are positive)."""
 _BATCH = 500
 
 
@@ -324,7 +327,7 @@ class Catalog:
         """A new 0-byte file (LOCK on an unmapped URL); never replaces an existing one
         (a PUT may have committed since the caller looked). PUT uses :meth:`commit_file`."""
         node, created = self.commit_file(
-            parent_id, name, upload_id=None, stored=(), size=0, mtime=None, replace=False
+            parent_id, name, upload_id=None, stored=(), size=0, mtime=None, expect_version=ABSENT
         )
         return node
 
@@ -379,12 +382,15 @@ class Catalog:
         stored: Sequence[StoredChunk],
         size: int,
         mtime: float | None,
-        replace: bool = True,
+        expect_version: int | None = None,
     ) -> tuple[Node, bool]:
         """Make ``stored`` the content of parent/name in one transaction.
 
         Creates the file if needed and retires the version it replaces. Returns the node
-        and whether it was created."""
+        and whether it was created. ``expect_version`` makes the commit conditional:
+        the file must still have that version, or not exist (:data:`ABSENT`); otherwise
+        :class:`PreconditionFailed` (a conditional PUT must not overwrite a change made
+        while its body was arriving)."""
         if sum(c.size for c in stored) != size:
             raise CatalogError(
                 f"commit of {name}: chunks hold {sum(c.size for c in stored)} bytes, not {size}"
@@ -398,8 +404,11 @@ class Catalog:
                     nodes.c.parent_id == parent_id, nodes.c.name == name
                 )
             ).first()
-            if existing is not None and (existing.is_dir or not replace):
+            if existing is not None and existing.is_dir:
                 raise AlreadyExists(name)
+            current = ABSENT if existing is None else existing.version_id
+            if expect_version is not None and current != expect_version:
+                raise PreconditionFailed(name)
             etag = content_etag((c.chunk_hash for c in stored), size)
             node_id = existing.id if existing is not None else None
             version_id = self._insert_version(
@@ -683,4 +692,4 @@ def _batches(ids: Sequence[int]) -> Iterator[list[int]]:
         yield list(ids[i : i + _BATCH])
 
 
-__all__ = ["Catalog", "Node", "ROOT_ID", "StoredChunk", "content_etag", "split_path"]
+__all__ = ["ABSENT", "Catalog", "Node", "ROOT_ID", "StoredChunk", "content_etag", "split_path"]
