@@ -110,6 +110,14 @@ class StoreUnavailable(StoreError):
 
     http_status = 503
 
+    @property
+    def retry_after(self) -> int:
+        """Seconds the client should wait (the HTTP ``Retry-After``)."""
+        try:
+            return max(1, int(self.args[1]))
+        except (IndexError, TypeError, ValueError):
+            return 30
+
 
 class IntegrityError(DavfsError):
     """Block {} of chunk {} failed verification (expected SHA-256 {}, got {}); the stored bytes are damaged."""

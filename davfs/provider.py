@@ -44,7 +44,7 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.util import etree
 
 from davfs.catalog import ABSENT, Catalog, Node, split_path
-from davfs.errors import DavfsError, IntegrityError
+from davfs.errors import DavfsError, IntegrityError, StoreUnavailable
 from davfs.reader import ChunkReader
 from davfs.stores.base import ChunkStore
 from davfs.writer import ChunkWriter, UploadTarget
@@ -75,7 +75,8 @@ def _dav_errors() -> Iterator[None]:
     except DavfsError as exc:
         if exc.http_status >= 500 and not isinstance(exc, IntegrityError):  # the reader logged it
             log.error("%s", exc)
-        raise DAVError(exc.http_status, context_info=str(exc)) from exc
+        headers = [("Retry-After", str(exc.retry_after))] if isinstance(exc, StoreUnavailable) else None
+        raise DAVError(exc.http_status, context_info=str(exc), add_headers=headers) from exc
 
 
 class DavfsProvider(DAVProvider):  # type: ignore[misc]
