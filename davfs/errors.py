@@ -18,6 +18,7 @@ provider answers when the error reaches WebDAV (the translation happens in one p
     │   └── PreconditionFailed       the file changed since the client checked
     ├── StoreError                   a chunk store failed
     │   ├── ChunkMissing             store has no such chunk
+    │   ├── StoreFull                no space left (507)
     │   └── StoreUnavailable         transient; retry later (503)
     ├── IntegrityError               bytes from the store failed their BlockHash
     └── UploadError
@@ -103,6 +104,12 @@ class ChunkMissing(StoreError):
     """Chunk {} is missing from store {}; files that use it cannot be read."""
 
     http_status = 500
+
+
+class StoreFull(StoreError):
+    """Chunk store {} has no space left ({}); free some space or move the store."""
+
+    http_status = 507
 
 
 class StoreUnavailable(StoreError):

@@ -100,7 +100,10 @@ class DavfsProvider(DAVProvider):  # type: ignore[misc]
         self.chunk_size = chunk_size
         self.prefetch_blocks = prefetch_blocks
         self.upload_in_flight = upload_in_flight
-        self.executor = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="davfs-io")
+        # Separate pools: downloads' read-ahead must not queue behind uploads' store
+        # calls (an fsync here, a slow Telegram send later).
+        self.read_executor = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="davfs-read")
+        self.write_executor = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="davfs-write")
         self._available_bytes = available_bytes or (lambda: None)
         self.propfind_infinity = propfind_infinity
         self._quota_lock = threading.Lock()
@@ -178,7 +181,8 @@ class DavfsProvider(DAVProvider):  # type: ignore[misc]
             return used, available
 
     def shutdown(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.read_executor.shutdown(wait=False, cancel_futures=True)
+        self.write_executor.shutdown(wait=False, cancel_futures=True)
 
 
 def disk_free(path: str) -> Callable[[], int | None]:
@@ -449,7 +453,9 @@ class DavfsFile(_NodeResource, DAVNonCollection):  # type: ignore[misc]
         provider = self.provider
         with _dav_errors():
             snapshot = provider.catalog.snapshot(node.version_id, self.path)
-            reader = ChunkReader(snapshot, provider.store, provider.executor, window=provider.prefetch_blocks)
+            reader = ChunkReader(
+                snapshot, provider.store, provider.read_executor, window=provider.prefetch_blocks
+            )
             try:
                 reader.prime(*self._response_range(snapshot.size))
             except BaseException:
@@ -489,7 +495,7 @@ class DavfsFile(_NodeResource, DAVNonCollection):  # type: ignore[misc]
             ),
             provider.catalog,
             provider.store,
-            provider.executor,
+            provider.write_executor,
             expected_size=_expected_size(self.environ),
             chunk_size=provider.chunk_size,
             in_flight=provider.upload_in_flight,

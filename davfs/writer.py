@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from davfs.catalog import Catalog, Node, StoredChunk
 from davfs.errors import DavfsError, IncompleteUpload, UploadError
 from davfs.snapshot import BLOCK_SIZE
-from davfs.stores.base import ChunkHasher, ChunkMeta, ChunkStore
+from davfs.stores.base import ChunkHasher, ChunkMeta, ChunkStore, store_error
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +159,13 @@ class ChunkWriter:
         if self.expected_size is not None and self.received + total > self.expected_size:
             raise IncompleteUpload(self.target.path, self.received + total, self.expected_size)
         while view:
-            if self._spool is None:
-                self._spool = _Spool(self._store.properties.spool_dir, self._block_size)
-            take = min(self._chunk_size - self._spool.size, len(view))
-            self._spool.write(view[:take])
+            take = min(self._chunk_size - (self._spool.size if self._spool else 0), len(view))
+            try:
+                if self._spool is None:
+                    self._spool = _Spool(self._store.properties.spool_dir, self._block_size)
+                self._spool.write(view[:take])
+            except OSError as exc:
+                raise store_error("spool", exc) from exc
             self.received += take
             view = view[take:]
             if self._spool.size == self._chunk_size:

@@ -542,3 +542,27 @@ def test_a_conditional_put_does_not_overwrite_a_change_made_while_it_uploaded(se
     conn.send(b"cd")
     assert conn.getresponse().status == 412
     assert http.get(server.url + "new.txt").content == b"first"
+
+
+def test_a_full_disk_is_507_and_changes_nothing(start_server, http):
+    import errno
+
+    from davfs.stores.base import store_error
+    from davfs.stores.memory import MemoryStore
+
+    class FullStore(MemoryStore):
+        full = False
+
+        def put_file(self, path, meta):
+            if self.full:
+                os.unlink(path)
+                raise store_error("memory", OSError(errno.ENOSPC, "No space left on device"))
+            return super().put_file(path, meta)
+
+    store = FullStore()
+    server = start_server(store=store)
+    assert http.put(server.url + "f", data=b"old").status_code == 201
+    store.full = True
+    r = http.put(server.url + "f", data=b"new content")
+    assert r.status_code == 507 and "no space left" in r.text.lower()
+    assert http.get(server.url + "f").content == b"old"

@@ -8,11 +8,13 @@ self-describing (invariant 6): its ChunkHash, size and BlockHashes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from davfs.errors import StoreError, StoreFull
 from davfs.snapshot import BLOCK_SIZE
 
 
@@ -97,6 +99,13 @@ class ChunkHasher:
         if self._in_block:
             self._end_block()
         return ChunkMeta(self._chunk.hexdigest(), self._size, self._block_size, b"".join(self._digests))
+
+
+def store_error(store: str, exc: OSError) -> StoreError:
+    """The StoreError for an OS error: a full disk is StoreFull (HTTP 507)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(store, exc.strerror)
+    return StoreError(store, f"{exc.strerror or exc}: {exc.filename or ''}")
 
 
 @runtime_checkable

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from davfs.errors import ChunkMissing, StoreError
 from davfs.snapshot import BLOCK_SIZE
-from davfs.stores.base import ChunkHasher, ChunkMeta, ChunkStore, StoreProperties
+from davfs.stores.base import ChunkHasher, ChunkMeta, ChunkStore, StoreProperties, store_error
 
 _HEX = frozenset("0123456789abcdef")
 SPOOL_ABANDONED_AFTER = 3600.0
@@ -65,7 +65,7 @@ class LocalStore:
                     view = view[out.write(view) or 0 :]
         except OSError as exc:
             os.unlink(spooled)
-            raise StoreError("local", f"cannot write {spooled}: {exc}") from exc
+            raise store_error("local", exc) from exc
         return self.put_file(spooled, meta)
 
     def put_file(self, path: str, meta: ChunkMeta) -> str:
@@ -86,7 +86,7 @@ class LocalStore:
                 os.replace(spooled, data_path)
                 self._finish(meta_path, meta)
             except OSError as exc:
-                raise StoreError("local", f"cannot store {spooled}: {exc}") from exc
+                raise store_error("local", exc) from exc
             return locator
         finally:
             spooled.unlink(missing_ok=True)
