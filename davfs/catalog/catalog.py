@@ -506,9 +506,7 @@ class Catalog:
         file is replaced."""
         with self._write() as conn:
             self._require_folder(conn, dest_parent_id)
-            src = conn.execute(
-                select(*_NODE_COLUMNS).select_from(_NODE_FROM).where(nodes.c.id == node_id)
-            ).first()
+            src = conn.execute(_NODE_BY_ID, {"node_id": node_id}).first()
             if src is None:
                 raise NotFound(f"node {node_id}")
             source = _node(src)
@@ -539,12 +537,7 @@ class Catalog:
                     .where(extents.c.version_id == source.version_id)
                     .order_by(extents.c.seq)
                 ).all()
-                for chunk_hash, count in Counter(p.chunk_hash for p in parts).items():
-                    conn.execute(
-                        update(chunks)
-                        .where(chunks.c.chunk_hash == chunk_hash)
-                        .values(refcount=chunks.c.refcount + count, unreferenced_since=None)
-                    )
+                self._add_references(conn, Counter(p.chunk_hash for p in parts))
                 version_id = self._insert_version(
                     conn,
                     dest_id,
@@ -596,8 +589,27 @@ class Catalog:
             conn.execute(update(versions).where(versions.c.id == version_id).values(retired=now))
 
     def _reference_chunks(self, conn: Connection, stored: Sequence[StoredChunk], now: float) -> None:
-        counts = Counter(c.chunk_hash for c in stored)
+        """Count a new version's references; chunks the catalog has not seen get a row."""
+        unknown = self._add_references(conn, Counter(c.chunk_hash for c in stored))
         first = {c.chunk_hash: c for c in stored}
+        for chunk_hash, count in unknown.items():
+            c = first[chunk_hash]
+            conn.execute(
+                insert(chunks).values(
+                    chunk_hash=chunk_hash,
+                    locator=c.locator,
+                    size=c.size,
+                    block_size=c.block_size,
+                    block_hashes=c.block_hashes,
+                    refcount=count,
+                    unreferenced_since=None,
+                    created=now,
+                )
+            )
+
+    def _add_references(self, conn: Connection, counts: Counter[str]) -> Counter[str]:
+        """Raise reference counts of known chunks; return the counts of unknown ones."""
+        unknown: Counter[str] = Counter()
         for chunk_hash, count in counts.items():
             updated = conn.execute(
                 update(chunks)
@@ -605,19 +617,8 @@ class Catalog:
                 .values(refcount=chunks.c.refcount + count, unreferenced_since=None)
             ).rowcount
             if not updated:
-                c = first[chunk_hash]
-                conn.execute(
-                    insert(chunks).values(
-                        chunk_hash=chunk_hash,
-                        locator=c.locator,
-                        size=c.size,
-                        block_size=c.block_size,
-                        block_hashes=c.block_hashes,
-                        refcount=count,
-                        unreferenced_since=None,
-                        created=now,
-                    )
-                )
+                unknown[chunk_hash] = count
+        return unknown
 
     def _insert_version(
         self,
