@@ -144,9 +144,11 @@ def address(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-def recv_until_closed(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection (bounded by the
-    socket timeout: a server that neither finishes nor cuts fails the test)."""
+def recv_until_closed(sock: socket.socket, *, or_complete: bool = False) -> bytes:
+    """Everything the server sends until it closes the connection, or (``or_complete``)
+    until a whole response with its Content-Length has arrived on a keep-alive
+    connection. Bounded by the socket timeout: a server that neither finishes nor cuts
+    fails the test."""
     data = bytearray()
     while True:
         try:
@@ -156,6 +158,10 @@ def recv_until_closed(sock: socket.socket) -> bytes:
         if not piece:
             break
         data += piece
+        if or_complete and b"\r\n\r\n" in data:
+            _, headers, body = split_response(bytes(data))
+            if len(body) >= int(headers.get("content-length", "-1")) >= 0:
+                break
     return bytes(data)
 
 
@@ -349,20 +355,7 @@ def raw_get(server, path: str, range_header: str | None = None) -> tuple[int, di
         head += f"Range: {range_header}\r\n"
     with socket.create_connection(address(server.url), timeout=TIMEOUT) as sock:
         sock.sendall((head + "\r\n").encode())
-        raw = bytearray()
-        while True:
-            try:
-                piece = sock.recv(256 * 1024)
-            except ConnectionResetError:
-                break
-            if not piece:
-                break
-            raw += piece
-            if b"\r\n\r\n" in raw:
-                _, headers, body = split_response(bytes(raw))
-                if len(body) >= int(headers.get("content-length", "-1")) >= 0:
-                    break  # complete: the connection may stay open
-    return split_response(bytes(raw))
+        return split_response(recv_until_closed(sock, or_complete=True))
 
 
 def test_damaged_first_block_is_a_clean_500(memory_server, caplog) -> None:
