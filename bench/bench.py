@@ -420,13 +420,13 @@ def workload_big(targets: list[Target], files: list[BigFile], rounds: int, budge
                 # ext4 than writing new blocks, which is all a chunk store ever does.
                 status = t.client.put_file(f"/big-{i}.bin", big.path, big.size)
                 elapsed = time.perf_counter() - t0
-            expect(status, (200, 201, 204), f"{t.label}: PUT /big.bin round {i + 1}")
+            expect(status, (200, 201, 204), f"{t.label}: PUT /big-{i}.bin")
             t.put_rates.append(big.size / elapsed / 1e6)
             put_peaks[t.spec.key].append(sampler.peak_mib)
             starts[t.spec.key].append(sampler.start_kib / 1024)
             with RssSampler(t.server.pid) as sampler:
                 status, got, digest = t.client.get_hashed(f"/big-{i}.bin", budget)
-            expect(status, (200,), f"{t.label}: GET /big.bin (check)")
+            expect(status, (200,), f"{t.label}: GET /big-{i}.bin (check)")
             if got != big.size or digest != big.sha256:
                 raise BenchError(f"{t.label}: GET after PUT round {i + 1} returned wrong bytes ({got} B)")
             get_peaks[t.spec.key].append(sampler.peak_mib)
@@ -440,9 +440,9 @@ def workload_big(targets: list[Target], files: list[BigFile], rounds: int, budge
                 t0 = time.perf_counter()
                 status, got, digest = t.client.get_hashed(t.big_path, budget)
                 elapsed = time.perf_counter() - t0
-            expect(status, (200,), f"{t.label}: GET /big.bin")
+            expect(status, (200,), f"{t.label}: GET {t.big_path}")
             if got != t.big.size or digest != t.big.sha256:
-                raise BenchError(f"{t.label}: GET /big.bin returned wrong bytes ({got} B)")
+                raise BenchError(f"{t.label}: GET {t.big_path} returned wrong bytes ({got} B)")
             t.get_rates.append(t.big.size / elapsed / 1e6)
             get_peaks[t.spec.key].append(sampler.peak_mib)
             starts[t.spec.key].append(sampler.start_kib / 1024)
