@@ -1,4 +1,4 @@
-"""``davfs`` command line: serve, and ls/put/get straight on the catalog and store.
+"""``davfs`` command line: serve, login, and ls/put/get straight on the catalog and store.
 
 ``ls``/``put``/``get`` use the same reader and writer as the server (so they verify and
 commit exactly the same way) without needing a running server. Errors print one line
@@ -8,6 +8,7 @@ and exit with the error's ``exit_code``; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import sys
@@ -20,9 +21,10 @@ from tqdm import tqdm
 
 from davfs.catalog import Catalog, Node, split_path
 from davfs.config import DavfsConfig, load_config
-from davfs.errors import DavfsError, NotAFolder, NotFound
+from davfs.errors import CatalogError, DavfsError, NotAFolder, NotFound
+from davfs.manifest import ManifestWriter, recover
 from davfs.reader import ChunkReader
-from davfs.stores import open_store
+from davfs.stores import open_configured_store
 from davfs.stores.base import ChunkStore
 from davfs.writer import ChunkWriter, UploadTarget
 
@@ -70,6 +72,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8080)")
     serve.set_defaults(func=_serve)
 
+    login = commands.add_parser("login", help="sign a Telegram account or bot in for the Telegram store")
+    login.add_argument("--phone", help="user account phone number, international format (asked if omitted)")
+    login.add_argument(
+        "--bot-token",
+        help="sign a bot in instead (or set DAVFS_TELEGRAM_BOT_TOKEN); the bot must administer the channel",
+    )
+    login.set_defaults(func=_login)
+
+    recover = commands.add_parser(
+        "recover", help="rebuild a lost catalog from the store's chunks and manifests"
+    )
+    recover.add_argument(
+        "--force",
+        action="store_true",
+        help="set an existing SQLite catalog aside (renamed, not deleted) first",
+    )
+    recover.set_defaults(func=_recover)
+
     ls = commands.add_parser("ls", help="list a folder")
     ls.add_argument("path", nargs="?", default="/")
     ls.set_defaults(func=_ls)
@@ -93,6 +113,69 @@ def _serve(config: DavfsConfig, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _login(config: DavfsConfig, args: argparse.Namespace) -> int:
+    from davfs.config import TelegramSettings
+    from davfs.stores.telegram_accounts import LoginPrompts, login
+
+    settings = config.telegram or TelegramSettings()
+    if config.telegram is None:
+        print(
+            "davfs: note: davfs.store is not 'telegram' yet; using the davfs.telegram defaults",
+            file=sys.stderr,
+        )
+    token = args.bot_token or os.environ.get("DAVFS_TELEGRAM_BOT_TOKEN")
+    prompts = LoginPrompts(
+        phone=lambda: args.phone or input("Phone number (international format, e.g. +4915…): "),
+        code=lambda: input("Login code Telegram sent you: "),
+        password=lambda: getpass.getpass("Two-step verification password: "),
+    )
+    saved = login(settings, config.data_dir, bot_token=token, prompts=prompts)
+    print(f"signed in as {saved.path.stem}; it can post, read back and delete in {settings.channel}")
+    print(f"session saved to {saved.path} (mode 0600; it is a login, keep it private)")
+    print("put this in wsgidav.yaml (or set DAVFS_TELEGRAM_API_ID / DAVFS_TELEGRAM_API_HASH):")
+    print("davfs:\n  store: telegram\n  telegram:")
+    print(f"    channel: {settings.channel!r}\n    api_id: {settings.api_id}\n    api_hash: <your api_hash>")
+    return 0
+
+
+def _recover(config: DavfsConfig, args: argparse.Namespace) -> int:
+    database = _sqlite_file(config.catalog_url)
+    if database is not None and database.exists():
+        catalog = Catalog(config.catalog_url)
+        empty = catalog.is_empty()
+        catalog.close()
+        if not empty:
+            if not args.force:
+                raise CatalogError(
+                    f"{database} already holds a catalog; `davfs recover --force` sets it aside first"
+                )
+            aside = database.with_name(f"{database.name}.before-recover-{time.strftime('%Y%m%d-%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                part = Path(f"{database}{suffix}")
+                if part.exists():
+                    os.replace(part, Path(f"{aside}{suffix}"))
+            print(f"set the old catalog aside as {aside}", file=sys.stderr)
+    with _Drive(config) as drive:
+        if not drive.catalog.is_empty():
+            raise CatalogError("the catalog database is not empty; point catalog_url at an empty database")
+        with tqdm(
+            desc="reading the store", unit=" chunks", file=sys.stderr, disable=not sys.stderr.isatty()
+        ) as bar:
+            report = recover(drive.catalog, drive.store, progress=bar.update)
+    print(
+        f"recovered {report.files} files and {report.folders} folders from {report.manifests} manifests "
+        f"({report.entries} changes) over {report.chunks} chunks"
+    )
+    for problem in report.problems:
+        print(f"davfs: {problem}", file=sys.stderr)
+    return 1 if report.problems else 0
+
+
+def _sqlite_file(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(url[len(prefix) :]) if url.startswith(prefix) and url != prefix + ":memory:" else None
+
+
 class _Drive:
     """Catalog + store opened for one CLI command."""
 
@@ -100,14 +183,16 @@ class _Drive:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.config = config
         self.catalog = Catalog(config.catalog_url)
-        self.store: ChunkStore = open_store(config.store)
+        self.store: ChunkStore = open_configured_store(config)
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="davfs-cli")
+        self.manifests = ManifestWriter(self.catalog, self.store, interval=config.manifest_interval)
 
     def __enter__(self) -> _Drive:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self.manifests.close()
         self.store.close()
         self.catalog.close()
 

@@ -28,6 +28,25 @@ _UNITS = {"": 1, "B": 1, "K": 1024, "M": MiB, "G": 1024 * MiB}
 
 
 @dataclass(frozen=True)
+class TelegramSettings:
+    """The ``davfs.telegram`` section: where chunks go and how hard to push Telegram.
+
+    Accounts are not listed here: every session ``davfs login`` saved under
+    ``<data_dir>/telegram/`` is used, so adding a bot for throughput is one login."""
+
+    channel: str = "me"
+    """``-100…`` id, ``@username``, ``https://t.me/+…`` invite link, or ``me`` (Saved Messages)."""
+    api_id: int = 0
+    api_hash: str = field(default="", repr=False)
+    parallelism: int = 8
+    """Requests in flight per account (parts of an upload, blocks of a read)."""
+    flood_threshold: int = 10
+    """FLOOD_WAITs up to this many seconds are slept; longer ones answer 503 + Retry-After."""
+    retries: int = 5
+    request_timeout: int = 120
+
+
+@dataclass(frozen=True)
 class DavfsConfig:
     """Every setting davfs uses, validated. Field docs are the reference in the README."""
 
@@ -39,13 +58,19 @@ class DavfsConfig:
     catalog_url: str = ""
     """SQLAlchemy URL; default ``sqlite:///<data_dir>/catalog.sqlite``."""
     chunk_size: int = 20 * MiB
+    """20 MiB on the local store, 64 MiB on Telegram (each chunk costs a message)."""
     prefetch_blocks: int = 8
     upload_in_flight: int = 2
     threads: int = 64
     socket_timeout: int = 300
     allow_anonymous_remote: bool = False
+    manifest_interval: int = 30
+    """Seconds between manifests (batches of catalog changes written to the store so the
+    store alone can rebuild the catalog; on Telegram each costs one message)."""
     propfind_infinity: bool = False
     """Answer PROPFIND with Depth: infinity (a whole-tree walk; off: 403 as RFC 4918 allows)."""
+    telegram: TelegramSettings | None = None
+    """Set when ``store: telegram``."""
     wsgidav: Mapping[str, Any] = field(default_factory=dict)
     """The rest of wsgidav.yaml, handed to WsgiDAVApp."""
 
@@ -74,7 +99,9 @@ class DavfsConfig:
 
 
 _DAVFS_KEYS = {f.name for f in fields(DavfsConfig)} - {"host", "port", "wsgidav"}
-_ENV_KEYS = {f.name for f in fields(DavfsConfig)} - {"wsgidav"}
+_ENV_KEYS = {f.name for f in fields(DavfsConfig)} - {"wsgidav", "telegram"}
+_TELEGRAM_KEYS = {f.name for f in fields(TelegramSettings)}
+TELEGRAM_CHUNK_SIZE = 64 * MiB
 
 
 def load_config(
@@ -100,6 +127,12 @@ def load_config(
             raise ConfigError(f"davfs.{key}", f"unknown setting (known: {', '.join(sorted(_DAVFS_KEYS))})")
 
     values: dict[str, Any] = dict(davfs_section)
+    telegram = dict(values.pop("telegram", None) or {})
+    for key in _TELEGRAM_KEYS:
+        env_value = env.get(f"DAVFS_TELEGRAM_{key.upper()}")
+        if env_value is not None:
+            telegram[key] = env_value
+    values["telegram"] = telegram
     for key in ("host", "port"):
         if key in raw:
             values[key] = raw.pop(key)
@@ -134,6 +167,8 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
     port = _integer("port", values.get("port", DavfsConfig.port), 0, 65535)
     data_dir = Path(str(values.get("data_dir", DavfsConfig.data_dir))).expanduser()
     store = str(values.get("store") or f"local:{data_dir / 'store'}")
+    telegram = _telegram_settings(values.get("telegram") or {}) if store == "telegram" else None
+    default_chunk = TELEGRAM_CHUNK_SIZE if telegram else DavfsConfig.chunk_size
     catalog_url = str(values.get("catalog_url") or f"sqlite:///{data_dir / 'catalog.sqlite'}")
     if "://" not in catalog_url:
         raise ConfigError("davfs.catalog_url", f"{catalog_url!r} is not a database URL")
@@ -143,7 +178,7 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
         data_dir=data_dir,
         store=store,
         catalog_url=catalog_url,
-        chunk_size=_size("chunk_size", values.get("chunk_size", DavfsConfig.chunk_size)),
+        chunk_size=_size("chunk_size", values.get("chunk_size", default_chunk)),
         prefetch_blocks=_integer(
             "prefetch_blocks", values.get("prefetch_blocks", DavfsConfig.prefetch_blocks), 0, 256
         ),
@@ -157,9 +192,13 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
         allow_anonymous_remote=_boolean(
             "allow_anonymous_remote", values.get("allow_anonymous_remote", DavfsConfig.allow_anonymous_remote)
         ),
+        manifest_interval=_integer(
+            "manifest_interval", values.get("manifest_interval", DavfsConfig.manifest_interval), 1, 86400
+        ),
         propfind_infinity=_boolean(
             "propfind_infinity", values.get("propfind_infinity", DavfsConfig.propfind_infinity)
         ),
+        telegram=telegram,
         wsgidav=copy.deepcopy(wsgidav_conf),
     )
     if config.chunk_size % MiB or not MiB <= config.chunk_size <= 2000 * MiB:
@@ -175,6 +214,36 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
             "or set davfs.allow_anonymous_remote: true if you really mean it",
         )
     return config
+
+
+def _telegram_settings(section: Mapping[str, Any]) -> TelegramSettings:
+    if not isinstance(section, Mapping):
+        raise ConfigError("davfs.telegram", "must be a mapping of Telegram settings")
+    for key in section:
+        if key not in _TELEGRAM_KEYS:
+            raise ConfigError(
+                f"davfs.telegram.{key}", f"unknown setting (known: {', '.join(sorted(_TELEGRAM_KEYS))})"
+            )
+    defaults = TelegramSettings()
+    channel = str(section.get("channel", defaults.channel)).strip()
+    api_hash = str(section.get("api_hash", "")).strip()
+    if not channel:
+        raise ConfigError("davfs.telegram.channel", "is empty; give a -100… id, @username, invite link or me")
+    if api_hash and not re.fullmatch(r"[0-9a-f]{32}", api_hash):
+        raise ConfigError("davfs.telegram.api_hash", "must be the 32 hex digits from my.telegram.org")
+    return TelegramSettings(
+        channel=channel,
+        api_id=_integer("telegram.api_id", section.get("api_id", 0), 0, 2**31 - 1),
+        api_hash=api_hash,
+        parallelism=_integer("telegram.parallelism", section.get("parallelism", defaults.parallelism), 1, 64),
+        flood_threshold=_integer(
+            "telegram.flood_threshold", section.get("flood_threshold", defaults.flood_threshold), 0, 3600
+        ),
+        retries=_integer("telegram.retries", section.get("retries", defaults.retries), 0, 20),
+        request_timeout=_integer(
+            "telegram.request_timeout", section.get("request_timeout", defaults.request_timeout), 5, 3600
+        ),
+    )
 
 
 def is_loopback(host: str) -> bool:

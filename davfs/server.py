@@ -21,8 +21,9 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from davfs.catalog import Catalog
 from davfs.config import DavfsConfig
+from davfs.manifest import ManifestWriter
 from davfs.provider import DavfsProvider, disk_free
-from davfs.stores import open_store
+from davfs.stores import open_configured_store
 from davfs.stores.base import ChunkStore
 from davfs.stores.local import LocalStore
 
@@ -55,9 +56,11 @@ class App:
     catalog: Catalog
     store: ChunkStore
     locks: LockStorageShelve
+    manifests: ManifestWriter
 
     def close(self) -> None:
         self.provider.shutdown()
+        self.manifests.close()
         self.locks.close()
         self.store.close()
         self.catalog.close()
@@ -67,7 +70,7 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
     _return_large_buffers_to_the_os()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(config.catalog_url)
-    store = store or open_store(config.store)
+    store = store or open_configured_store(config)
     available = disk_free(str(store.root)) if isinstance(store, LocalStore) else None
     provider = DavfsProvider(
         catalog,
@@ -93,7 +96,9 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
     wsgidav_log = logging.getLogger("wsgidav")
     wsgidav_log.propagate = True
     wsgidav_log.setLevel(logging.WARNING)
-    return App(app, provider, catalog, store, locks)
+    manifests = ManifestWriter(catalog, store, interval=config.manifest_interval)
+    manifests.start()
+    return App(app, provider, catalog, store, locks, manifests)
 
 
 def make_server(config: DavfsConfig, app: App) -> wsgi.Server:

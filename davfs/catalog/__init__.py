@@ -1,5 +1,23 @@
-"""The catalog: tree, versions, chunks, dead properties and the upload journal."""
+"""The catalog: tree, versions, chunks, dead properties, the upload journal and the oplog."""
 
-from davfs.catalog.catalog import ABSENT, ROOT_ID, Catalog, Node, StoredChunk, content_etag, split_path
+from davfs.catalog.catalog import (
+    ABSENT,
+    ROOT_ID,
+    Catalog,
+    Node,
+    RecoveredNode,
+    StoredChunk,
+    content_etag,
+    split_path,
+)
 
-__all__ = ["ABSENT", "ROOT_ID", "Catalog", "Node", "StoredChunk", "content_etag", "split_path"]
+__all__ = [
+    "ABSENT",
+    "ROOT_ID",
+    "Catalog",
+    "Node",
+    "RecoveredNode",
+    "StoredChunk",
+    "content_etag",
+    "split_path",
+]

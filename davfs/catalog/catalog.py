@@ -7,15 +7,21 @@ referenced so a download that started on it still finds every block, and a later
 ``gc`` (after a grace period) drops retired versions and then the chunks nobody
 references. Nothing here deletes from a store.
 
+Every change also appends an entry to the ``oplog`` in its own transaction; the
+:mod:`davfs.manifest` writer moves those entries into manifests in the store, from which
+``davfs recover`` rebuilds the tree if the database is lost (design invariant 6).
+Entries name nodes by id, so a MOVE or COPY is logged without computing paths.
+
 Written against SQLAlchemy Core with nothing engine-specific outside ``dialect.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +40,7 @@ from davfs.catalog.schema import (
     extents,
     meta,
     nodes,
+    oplog,
     upload_chunks,
     uploads,
     versions,
@@ -69,6 +76,22 @@ class Node:
     version_id: int | None
     size: int
     etag: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredNode:
+    """One node of a tree rebuilt from manifests; ``chunks`` is None for folders and
+    (ChunkHash, length) pairs for files."""
+
+    id: int
+    parent: int | None
+    name: str
+    is_dir: bool
+    created: float
+    modified: float
+    size: int = 0
+    chunks: list[tuple[str, int]] | None = None
+    props: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +344,7 @@ class Catalog:
                 )
             except SqlIntegrityError:
                 raise AlreadyExists(name) from None
+            _log_node(conn, node_id, parent_id, name, True, now, now)
         return Node(node_id, parent_id, name, True, now, now, None, 0, None)
 
     def create_empty_file(self, parent_id: int, name: str) -> Node:
@@ -421,6 +445,7 @@ class Catalog:
                 )
                 conn.execute(update(versions).where(versions.c.id == version_id).values(node_id=node_id))
                 created = now
+                _log_node(conn, node_id, parent_id, name, False, now, modified)
             else:
                 conn.execute(
                     update(nodes)
@@ -429,6 +454,14 @@ class Catalog:
                 )
                 self._retire(conn, existing.version_id, now)
                 created = existing.created
+            _log(
+                conn,
+                "version",
+                node=node_id,
+                size=size,
+                modified=modified,
+                chunks=[[c.chunk_hash, c.size] for c in stored],
+            )
             if upload_id is not None:
                 conn.execute(sql_delete(upload_chunks).where(upload_chunks.c.upload_id == upload_id))
                 conn.execute(sql_delete(uploads).where(uploads.c.id == upload_id))
@@ -440,6 +473,7 @@ class Catalog:
     def set_modified(self, node_id: int, mtime: float) -> None:
         with self._write() as conn:
             conn.execute(update(nodes).where(nodes.c.id == node_id).values(modified=mtime))
+            _log(conn, "mtime", node=node_id, modified=mtime)
 
     def set_dead_prop(self, node_id: int, name: str, value: str | None) -> None:
         with self._write() as conn:
@@ -448,6 +482,7 @@ class Catalog:
             )
             if value is not None:
                 conn.execute(insert(dead_props).values(node_id=node_id, name=name, value=value))
+            _log(conn, "prop", node=node_id, name=name, value=value)
 
     def delete(self, node: Node, *, recursive: bool) -> None:
         """Delete a node (and, if ``recursive``, everything below it) in one transaction.
@@ -483,6 +518,7 @@ class Catalog:
                     )
                     conn.execute(sql_delete(dead_props).where(dead_props.c.node_id.in_(batch)))
                     conn.execute(sql_delete(nodes).where(nodes.c.id.in_(batch)))
+            _log(conn, "delete", node=node.id)
 
     def move(self, node_id: int, new_parent_id: int, new_name: str) -> None:
         """Rename/move a node (the destination must be free; the caller deleted it)."""
@@ -499,6 +535,7 @@ class Catalog:
                 )
             except SqlIntegrityError:
                 raise AlreadyExists(new_name) from None
+            _log(conn, "move", node=node_id, parent=new_parent_id, name=new_name)
 
     def copy_node(self, node_id: int, dest_parent_id: int, dest_name: str) -> Node:
         """Copy one node (not its members): a file shares its chunks with the copy, a
@@ -528,6 +565,7 @@ class Catalog:
                     created=now,
                     modified=source.modified,
                 )
+                _log_node(conn, dest_id, dest_parent_id, dest_name, source.is_dir, now, source.modified)
             else:
                 dest_id = dest.id
             version_id = None
@@ -554,6 +592,14 @@ class Catalog:
                     .where(nodes.c.id == dest_id)
                     .values(version_id=version_id, modified=source.modified)
                 )
+                _log(
+                    conn,
+                    "version",
+                    node=dest_id,
+                    size=source.size,
+                    modified=source.modified,
+                    chunks=[[p.chunk_hash, p.length] for p in parts],
+                )
             conn.execute(sql_delete(dead_props).where(dead_props.c.node_id == dest_id))
             props = conn.execute(
                 select(dead_props.c.name, dead_props.c.value).where(dead_props.c.node_id == node_id)
@@ -563,6 +609,7 @@ class Catalog:
                     insert(dead_props),
                     [{"node_id": dest_id, "name": p.name, "value": p.value} for p in props],
                 )
+            _log(conn, "props", node=dest_id, props={p.name: p.value for p in props})
         return Node(
             dest_id,
             dest_parent_id,
@@ -574,6 +621,58 @@ class Catalog:
             source.size,
             source.etag,
         )
+
+    # --- manifests and recovery ---------------------------------------------------
+
+    def pending_log(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        """The oldest oplog entries not yet in a manifest, as (seq, entry)."""
+        with self._read() as conn:
+            rows = conn.execute(select(oplog.c.seq, oplog.c.entry).order_by(oplog.c.seq).limit(limit))
+            return [(int(r.seq), json.loads(r.entry)) for r in rows]
+
+    def log_stored(self, last_seq: int, manifest: StoredChunk) -> None:
+        """A manifest holding every entry up to ``last_seq`` is in the store: drop those
+        entries and keep the manifest's chunk referenced (gc must never take it)."""
+        with self._write() as conn:
+            self._reference_chunks(conn, [manifest], time.time())
+            conn.execute(sql_delete(oplog).where(oplog.c.seq <= last_seq))
+
+    def is_empty(self) -> bool:
+        """Whether the catalog holds nothing but the root folder."""
+        with self._read() as conn:
+            return not conn.scalar(select(func.count()).select_from(nodes).where(nodes.c.id != ROOT_ID))
+
+    def load_tree(self, tree: Iterable[RecoveredNode], stored: Mapping[str, StoredChunk]) -> None:
+        """Write a recovered tree (parents before children) into this empty catalog in one
+        transaction, keeping node ids so later manifests still apply."""
+        with self._write() as conn:
+            now = time.time()
+            for item in tree:
+                version_id = None
+                if item.chunks is not None:
+                    self._reference_chunks(conn, [stored[h] for h, _ in item.chunks], now)
+                    etag = content_etag((h for h, _ in item.chunks), item.size)
+                    version_id = self._insert_version(conn, item.id, item.size, etag, item.chunks, now)
+                if item.id == ROOT_ID:
+                    conn.execute(update(nodes).where(nodes.c.id == ROOT_ID).values(modified=item.modified))
+                else:
+                    conn.execute(
+                        insert(nodes).values(
+                            id=item.id,
+                            parent_id=item.parent,
+                            name=item.name,
+                            is_dir=item.is_dir,
+                            version_id=version_id,
+                            created=item.created,
+                            modified=item.modified,
+                        )
+                    )
+                if item.props:
+                    conn.execute(
+                        insert(dead_props),
+                        [{"node_id": item.id, "name": k, "value": v} for k, v in item.props.items()],
+                    )
+            _continue_ids_after(conn)
 
     # --- helpers -----------------------------------------------------------------
 
@@ -661,6 +760,27 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _log(conn: Connection, op: str, **fields: Any) -> None:
+    conn.execute(insert(oplog).values(entry=json.dumps({"op": op, **fields}, separators=(",", ":"))))
+
+
+def _log_node(
+    conn: Connection, node_id: int, parent_id: int, name: str, is_dir: bool, created: float, modified: float
+) -> None:
+    _log(
+        conn, "node", id=node_id, parent=parent_id, name=name, dir=is_dir, created=created, modified=modified
+    )
+
+
+def _continue_ids_after(conn: Connection) -> None:
+    """After inserting explicit ids, make the next automatic id follow the largest one
+    (SQLite's AUTOINCREMENT does this itself; PostgreSQL's sequence does not)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            "SELECT setval(pg_get_serial_sequence('nodes', 'id'), (SELECT max(id) FROM nodes))"
+        )
+
+
 def _insert_node(
     conn: Connection,
     parent_id: int,
@@ -693,4 +813,13 @@ def _batches(ids: Sequence[int]) -> Iterator[list[int]]:
         yield list(ids[i : i + _BATCH])
 
 
-__all__ = ["ABSENT", "Catalog", "Node", "ROOT_ID", "StoredChunk", "content_etag", "split_path"]
+__all__ = [
+    "ABSENT",
+    "Catalog",
+    "Node",
+    "ROOT_ID",
+    "RecoveredNode",
+    "StoredChunk",
+    "content_etag",
+    "split_path",
+]

@@ -16,6 +16,8 @@ Data model (see ``shared/design.md``)::
     uploads / upload_chunks
                the upload journal: chunks stored for a PUT that has not committed yet,
                so a crash leaves something gc can find
+    oplog      every change, as a JSON entry written in the change's own transaction,
+               until a manifest in the store holds it (design invariant 6)
 """
 
 from __future__ import annotations
@@ -127,11 +129,20 @@ upload_chunks = Table(
     Column("locator", Text, nullable=False),
 )
 
-SCHEMA_VERSION = 1
+oplog = Table(
+    "oplog",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("entry", Text, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+SCHEMA_VERSION = 2
 
 Migration = Callable[[Connection], None]
 
 MIGRATIONS: dict[int, Migration] = {
     # from_version: function bringing the schema to from_version + 1.
     # Version 1 is the first; add entries here as the schema evolves.
+    1: lambda conn: None,  # 2 adds the oplog table, which create_all has already made
 }

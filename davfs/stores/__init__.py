@@ -1,13 +1,15 @@
 """Chunk stores, opened by URL scheme from one table (restic's ``location.Registry``).
 
-``open_store("local:/srv/davfs/store")`` or ``open_store("memory:")``. The Telegram store
-registers here once it exists.
+``open_store("local:/srv/davfs/store")`` or ``open_store("memory:")``. The Telegram
+store needs more than a URL (accounts, channel, pacing), so :func:`open_configured_store`
+opens it from the whole configuration; telethon is imported only when it is used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from davfs.config import DavfsConfig
 from davfs.errors import ConfigError
 from davfs.stores.base import ChunkMeta, ChunkStore, StoreProperties
 from davfs.stores.local import LocalStore
@@ -30,4 +32,23 @@ def open_store(url: str) -> ChunkStore:
     return _OPENERS[scheme](rest)
 
 
-__all__ = ["ChunkMeta", "ChunkStore", "LocalStore", "MemoryStore", "StoreProperties", "open_store"]
+def open_configured_store(config: DavfsConfig) -> ChunkStore:
+    """The store ``davfs.store`` names, with its settings."""
+    if config.telegram is not None:
+        from davfs.stores.telegram_accounts import open_telegram_store
+
+        spool = config.data_dir / "spool"
+        spool.mkdir(parents=True, exist_ok=True)
+        return open_telegram_store(config.telegram, config.data_dir, spool_dir=str(spool))
+    return open_store(config.store)
+
+
+__all__ = [
+    "ChunkMeta",
+    "ChunkStore",
+    "LocalStore",
+    "MemoryStore",
+    "StoreProperties",
+    "open_configured_store",
+    "open_store",
+]

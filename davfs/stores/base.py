@@ -39,15 +39,20 @@ class ChunkMeta:
     size: int
     block_size: int
     block_hashes: bytes
+    kind: str = "data"
+    """``data`` (file contents) or ``manifest`` (a batch of catalog changes, for recovery)."""
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "format": "davfs-chunk/1",
             "chunk_hash": self.chunk_hash,
             "size": self.size,
             "block_size": self.block_size,
             "block_hashes": self.block_hashes.hex(),
         }
+        if self.kind != "data":
+            data["kind"] = self.kind
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> ChunkMeta:
@@ -56,6 +61,7 @@ class ChunkMeta:
             size=int(str(data["size"])),
             block_size=int(str(data["block_size"])),
             block_hashes=bytes.fromhex(str(data["block_hashes"])),
+            kind=str(data.get("kind", "data")),
         )
 
     @classmethod

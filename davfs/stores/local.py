@@ -105,8 +105,9 @@ class LocalStore:
         The sidecar's bytes are not fsynced: it only caches what the chunk itself
         proves (its name is its hash; its BlockHashes can be recomputed from it), and
         ``iter_chunks`` does recompute it when it is missing or damaged. That saves an
-        fsync on every upload, a seventh of a small PUT."""
-        _write_atomically(meta_path, json.dumps(meta.to_dict()).encode(), durable=False)
+        fsync on every upload, a seventh of a small PUT. A manifest's sidecar is the
+        exception: its kind cannot be recomputed, and manifests are rare."""
+        _write_atomically(meta_path, json.dumps(meta.to_dict()).encode(), durable=meta.kind != "data")
         _fsync_dir(meta_path.parent)
 
     def get(self, locator: str, offset: int, length: int) -> bytes:
