@@ -272,9 +272,19 @@ class ChunkWriter:
             _unlink(path)
             return earlier.result()  # the same content earlier in this upload
         try:
-            # Always given to the store, even if the catalog knows this content: the
-            # store keeps one copy (content addressing), and a copy damaged since is
-            # replaced by these freshly hashed bytes instead of being shared.
+            # A content-addressed store is always given the chunk, even if the catalog
+            # knows this content: it keeps one copy, and a copy damaged since is replaced
+            # by these freshly hashed bytes. Elsewhere (Telegram) a second put is a second
+            # message, so a chunk the catalog knows and the store still has is reused.
+            known = (
+                None
+                if self._store.properties.content_addressed
+                else self._catalog.locator_of(meta.chunk_hash)
+            )
+            if known is not None and self._store.exists(known):
+                stored = StoredChunk(meta.chunk_hash, known, meta.size, meta.block_size, meta.block_hashes)
+                mine.set_result(stored)
+                return stored
             locator = self._store.put_file(path, meta)
             stored = StoredChunk(meta.chunk_hash, locator, meta.size, meta.block_size, meta.block_hashes)
             if self._upload_id is not None:

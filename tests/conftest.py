@@ -21,6 +21,7 @@ import requests
 from davfs.config import DavfsConfig, load_config
 from davfs.server import App, build_app, make_server
 from davfs.stores.base import ChunkStore
+from tests.telegram_rig import telegram  # noqa: F401 - the fake-Telegram fixture, for every test
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024

@@ -1,8 +1,9 @@
 """litmus, the WebDAV protocol compliance suite, against a real davfs server.
 
 All five litmus groups (basic, copymove, props, locks, http) must run and report zero
-failures (warnings are allowed). Runs once with the test server's 1 MiB chunks and once
-with the production default of 20 MiB chunks.
+failures (warnings are allowed). Runs with the test server's 1 MiB chunks, with the
+production default of 20 MiB chunks, as a subprocess, and on the Telegram store (the
+wire-level fake).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 import requests
 
 from tests.conftest import RunningServer, ServerProcess
+from tests.telegram_rig import TelegramRig
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +62,9 @@ def parse_summaries(output: str) -> dict[str, dict[str, int]]:
     return summaries
 
 
-@pytest.mark.parametrize("target", ["inprocess-1MiB", "inprocess-20MiB", "subprocess"])
+@pytest.mark.parametrize("target", ["inprocess-1MiB", "inprocess-20MiB", "subprocess", "telegram"])
 def test_litmus_all_groups_pass(
+    telegram: TelegramRig,  # first, so it outlives the servers that use it
     start_server: Callable[..., RunningServer],
     server_process: Callable[..., ServerProcess],
     tmp_path: Path,
@@ -70,6 +73,8 @@ def test_litmus_all_groups_pass(
     litmus = litmus_binary()
     if target == "subprocess":
         url = server_process().url
+    elif target == "telegram":
+        url = start_server(store=telegram.open_store(), chunk_size="1MiB").url
     else:
         url = start_server(chunk_size=target.removeprefix("inprocess-")).url
     response = requests.request("MKCOL", url + "litmus/", timeout=10)

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RunningServer
+from tests.telegram_rig import TelegramRig
 
 pytestmark = pytest.mark.slow
 
@@ -187,14 +188,18 @@ def errors(stderr: bytes) -> list[str]:
     return [line for line in _text(stderr).splitlines() if "ERROR" in line]
 
 
-@pytest.mark.parametrize("chunk_size", ["1MiB", "20MiB"])
+@pytest.mark.parametrize("chunk_size", ["1MiB", "20MiB", "telegram-4MiB"])
 def test_rclone_copy_check_list_cat_purge(
+    telegram: TelegramRig,  # first, so it outlives the servers that use it
     start_server: Callable[..., RunningServer],
     local_tree: LocalTree,
     tmp_path: Path,
     chunk_size: str,
 ) -> None:
-    server = start_server(chunk_size=chunk_size)
+    if chunk_size.startswith("telegram-"):
+        server = start_server(store=telegram.open_store(), chunk_size=chunk_size.removeprefix("telegram-"))
+    else:
+        server = start_server(chunk_size=chunk_size)
     chunk = server.config.chunk_size
     rclone = make_rclone(server.url, tmp_path / "home", vendor="other")
     src = str(local_tree.root)

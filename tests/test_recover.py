@@ -27,7 +27,11 @@ def build_history(url: str) -> None:
     s = requests.Session()
 
     def ok(response: requests.Response) -> None:
-        assert response.status_code < 300, (response.request.method, response.request.url, response.status_code)
+        assert response.status_code < 300, (
+            response.request.method,
+            response.request.url,
+            response.status_code,
+        )
 
     ok(s.request("MKCOL", url + "docs"))
     ok(s.request("MKCOL", url + "docs/old"))
@@ -91,7 +95,9 @@ def test_the_recovered_catalog_serves_the_same_bytes(start_server: Callable[...,
     assert requests.get(second.url + "g.bin").content == b"after recovery"
 
 
-def test_recover_refuses_to_overwrite_a_catalog(start_server: Callable[..., RunningServer], capsys: Any) -> None:
+def test_recover_refuses_to_overwrite_a_catalog(
+    start_server: Callable[..., RunningServer], capsys: Any
+) -> None:
     running = start_server()
     requests.put(running.url + "keep.txt", data=b"keep").raise_for_status()
     running.stop()
@@ -110,9 +116,14 @@ def test_a_file_whose_chunks_are_gone_is_reported_not_restored(
     running = start_server(chunk_size="1MiB")
     requests.put(running.url + "lost.bin", data=b"L" * 5000).raise_for_status()
     requests.put(running.url + "kept.bin", data=b"K" * 5000).raise_for_status()
-    lost_chunk = running.app.catalog.snapshot(
-        running.app.catalog.resolve(["lost.bin"]).version_id, "/lost.bin"  # type: ignore[union-attr]
-    ).extents[0].chunk.locator
+    lost_chunk = (
+        running.app.catalog.snapshot(
+            running.app.catalog.resolve(["lost.bin"]).version_id,
+            "/lost.bin",  # type: ignore[union-attr]
+        )
+        .extents[0]
+        .chunk.locator
+    )
     running.stop()
     store = LocalStore(str(running.config.data_dir / "store"))
     store.delete(lost_chunk)

@@ -292,6 +292,11 @@ class Catalog:
             raise CatalogError(f"version {version_id} of {path} has missing extents")
         return FileSnapshot(path, version_id, head.size, head.modified or 0.0, head.etag, parts)
 
+    def locator_of(self, chunk_hash: str) -> str | None:
+        """Where the store keeps a chunk the catalog knows, if it does."""
+        with self._read() as conn:
+            return conn.scalar(select(chunks.c.locator).where(chunks.c.chunk_hash == chunk_hash))
+
     def dead_props(self, node_id: int) -> dict[str, str]:
         with self._read() as conn:
             rows = conn.execute(

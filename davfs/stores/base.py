@@ -23,12 +23,15 @@ class StoreProperties:
     """What callers may rely on: the largest chunk this store accepts, how many
     requests are worth having in flight at once, and where uploads should spool chunks
     so that :meth:`ChunkStore.put_file` can adopt them cheaply (None: the system's
-    temporary folder)."""
+    temporary folder). ``content_addressed``: putting the same chunk twice gives the
+    same locator and one stored copy; where it does not (Telegram: every put is a new
+    message), uploads reuse a chunk the catalog already has instead of storing it again."""
 
     name: str
     max_chunk_size: int
     concurrency: int
     spool_dir: str | None = None
+    content_addressed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +125,8 @@ class ChunkStore(Protocol):
     ``tests/stores/conformance.py``):
 
     - ``put`` returns only once the chunk is durable; it returns the locator to pass to
-      ``get``/``delete``. Putting a chunk with the same hash twice is safe.
+      ``get``/``delete``. Putting a chunk with the same hash twice is safe (and gives the
+      same locator if the store is ``content_addressed``).
     - ``put_file`` does the same for a chunk spooled to a file, and takes the file over:
       it is moved into the store or deleted, whether the put succeeds or not. Uploads
       use it so a chunk never has to sit in memory (invariant 5).

@@ -99,8 +99,20 @@ class EventLoopThread:
         return wait(self.submit(coro), timeout)
 
     def close(self) -> None:
+        """Cancel what is still running (its waiters get CancelledError, not a timeout), then stop."""
         if self.loop.is_closed():
             return
+
+        async def cancel_the_rest() -> None:
+            current = asyncio.current_task()
+            for task in asyncio.all_tasks():
+                if task is not current:
+                    task.cancel()
+
+        try:
+            self.run(cancel_the_rest(), timeout=10)
+        except StoreUnavailable:
+            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         self.loop.close()
@@ -137,7 +149,9 @@ class Pacer:
         self._flood_threshold = flood_threshold
         self._retries = retries
 
-    async def call(self, what: str, attempt_once: Callable[[], Awaitable[T]]) -> T:
+    async def call(
+        self, what: str, attempt_once: Callable[[], Awaitable[T]], *, retry_network: bool = True
+    ) -> T:
         for attempt in itertools.count():
             try:
                 async with self._slots:
@@ -148,6 +162,8 @@ class Pacer:
                     raise StoreUnavailable("telegram", exc.seconds) from None
                 await asyncio.sleep(exc.seconds)
             except _RETRIABLE as exc:
+                if not retry_network:
+                    raise
                 if attempt >= self._retries:
                     raise StoreError("telegram", f"{what} failed {attempt + 1} times: {exc!r}") from None
                 await asyncio.sleep(min(0.25 * 2**attempt, 8.0) * (0.5 + random.random()))
@@ -161,6 +177,22 @@ class _Document:
     location: types.InputDocumentFileLocation
     dc_id: int
     chunk_size: int
+
+
+class _DocumentBytes:
+    """The bytes of a chunk's document (the chunk, then its trailer), by upload part."""
+
+    def __init__(self, read: Callable[[int, int], bytes], size: int, trailer: bytes) -> None:
+        self._read = read
+        self._size = size
+        self._trailer = trailer
+        self.total = size + len(trailer)
+        self.parts = -(-self.total // PART_SIZE)
+
+    def part(self, index: int) -> bytes:
+        start, stop = index * PART_SIZE, min(self.total, (index + 1) * PART_SIZE)
+        head = self._read(start, min(stop, self._size)) if start < self._size else b""
+        return head + self._trailer[max(0, start - self._size) : max(0, stop - self._size)]
 
 
 def parse_caption(caption: str | None) -> tuple[str, int, int] | None:
@@ -210,15 +242,17 @@ class TelegramStore:
             min(max_chunk_size, MAX_CHUNK_SIZE),
             concurrency=parallelism * len(accounts),
             spool_dir=spool_dir,
+            content_addressed=False,
         )
         self._accounts = list(accounts)
         self._loop = loop
         self._parallelism = parallelism
+        self._retries = retries
         self._timeout = request_timeout
         self._pacers = [
             loop.run(_make_pacer(parallelism, flood_threshold, retries), timeout=10) for _ in self._accounts
         ]
-        self._next = itertools.cycle(range(len(self._accounts)))
+        self._turns = {work: itertools.cycle(range(len(self._accounts))) for work in ("put", "get")}
         self._next_lock = threading.Lock()
         self._documents: dict[tuple[int, int], _Document] = {}
         for account in self._accounts:
@@ -244,28 +278,51 @@ class TelegramStore:
                 pass
 
     def _put(self, read: Callable[[int, int], bytes], meta: ChunkMeta) -> str:
-        """Upload the document (chunk + trailer) in parallel parts, then send it."""
+        """Upload the document (chunk + trailer) in parallel parts, then send it.
+
+        A send that fails on the network may have been stored anyway (its confirmation
+        lost). Telegram consumes uploaded parts with a send, so a retry uploads them
+        again; after a retried send, the messages just below the new one are checked
+        for this put's nonce and such a copy is deleted, so it leaves no orphan."""
         if meta.size > self.properties.max_chunk_size:
             raise ValueError(f"chunk of {meta.size} bytes exceeds Telegram's limit")
         trailer = json.dumps(meta.to_dict(), separators=(",", ":")).encode()
-        total = meta.size + len(trailer)
-        parts = -(-total // PART_SIZE)
-
-        def part(index: int) -> bytes:
-            start, stop = index * PART_SIZE, min(total, (index + 1) * PART_SIZE)
-            head = read(start, min(stop, meta.size)) if start < meta.size else b""
-            return head + trailer[max(0, start - meta.size) : stop - meta.size]
-
-        index = self._pick_account()
+        document = _DocumentBytes(read, meta.size, trailer)
+        index = self._pick_account("put")
         account, pacer = self._accounts[index], self._pacers[index]
+        nonce = secrets.token_hex(8)
+        caption = (
+            f"davfs-chunk/1 sha256={meta.chunk_hash} size={meta.size} trailer={len(trailer)} nonce={nonce}"
+        )
+        for attempt in itertools.count():
+            uploaded = self._upload_parts(account, pacer, document, f"{meta.chunk_hash[:16]}.chunk")
+            try:
+                message_id = self._loop.run(self._send(account, pacer, uploaded, caption), self._timeout)
+            except (*_RETRIABLE, errors.FilePartMissingError, StoreUnavailable) as exc:
+                if attempt >= self._retries or (isinstance(exc, StoreUnavailable) and exc.retry_after > 60):
+                    raise StoreError(
+                        "telegram", f"sending a chunk failed {attempt + 1} times: {exc!r}"
+                    ) from None
+                log.info("sending a chunk failed (%r); uploading it again", exc)
+                continue
+            if attempt:
+                self._loop.run(self._delete_lost_copies(account, pacer, message_id, nonce), self._timeout)
+            return str(message_id)
+        raise AssertionError("unreachable")
+
+    def _upload_parts(self, account: Account, pacer: Pacer, document: _DocumentBytes, name: str) -> Any:
+        """Upload every part, ``parallelism`` at a time; the parts are read here, on the
+        caller's thread, so the event loop only ever waits on the network."""
         file_id = random.getrandbits(63)
-        big = total > SMALL_FILE_LIMIT
+        big = document.total > SMALL_FILE_LIMIT
         in_flight: deque[concurrent.futures.Future[None]] = deque()
         try:
-            for number in range(parts):
-                data = part(number)
+            for number in range(document.parts):
+                data = document.part(number)
                 in_flight.append(
-                    self._loop.submit(self._save_part(account, pacer, file_id, number, parts, data, big))
+                    self._loop.submit(
+                        self._save_part(account, pacer, file_id, number, document.parts, data, big)
+                    )
                 )
                 while len(in_flight) >= self._parallelism:
                     wait(in_flight.popleft(), self._timeout)
@@ -274,16 +331,9 @@ class TelegramStore:
         finally:
             for future in in_flight:
                 future.cancel()
-        name = f"{meta.chunk_hash[:16]}.chunk"
-        uploaded = (
-            types.InputFileBig(file_id, parts, name) if big else types.InputFile(file_id, parts, name, "")
-        )
-        nonce = secrets.token_hex(8)
-        caption = (
-            f"davfs-chunk/1 sha256={meta.chunk_hash} size={meta.size} trailer={len(trailer)} nonce={nonce}"
-        )
-        message_id = self._loop.run(self._send(account, pacer, uploaded, caption, nonce), self._timeout * 2)
-        return str(message_id)
+        if big:
+            return types.InputFileBig(file_id, document.parts, name)
+        return types.InputFile(file_id, document.parts, name, "")
 
     async def _save_part(
         self, account: Account, pacer: Pacer, file_id: int, number: int, parts: int, data: bytes, big: bool
@@ -295,27 +345,21 @@ class TelegramStore:
         )
         await pacer.call(f"upload part {number}", lambda: account.client(request))
 
-    async def _send(self, account: Account, pacer: Pacer, uploaded: Any, caption: str, nonce: str) -> int:
-        """Send the uploaded document. A send whose confirmation was lost may have been
-        stored anyway: after a retried send, the messages just below the new one are
-        checked for our nonce and such a copy is deleted, so it leaves no orphan."""
-        attempts = 0
-
-        async def send_once() -> Any:
-            nonlocal attempts
-            attempts += 1
-            return await account.client.send_file(
+    async def _send(self, account: Account, pacer: Pacer, uploaded: Any, caption: str) -> int:
+        """One send (flood waits are still slept): a network failure is not retried
+        here, because the uploaded parts may be gone with it."""
+        message = await pacer.call(
+            "send chunk",
+            lambda: account.client.send_file(
                 account.peer,
                 uploaded,
                 caption=caption,
                 force_document=True,
                 mime_type="application/octet-stream",
                 parse_mode=None,
-            )
-
-        message = await pacer.call("send chunk", send_once)
-        if attempts > 1:
-            await self._delete_lost_copies(account, pacer, message.id, nonce)
+            ),
+            retry_network=False,
+        )
         return int(message.id)
 
     async def _delete_lost_copies(self, account: Account, pacer: Pacer, sent_id: int, nonce: str) -> None:
@@ -336,7 +380,7 @@ class TelegramStore:
 
     def get(self, locator: str, offset: int, length: int) -> bytes:
         message_id = _message_id(locator)
-        index = self._pick_account()
+        index = self._pick_account("get")
         return self._loop.run(self._get(index, message_id, offset, length), self._timeout)
 
     async def _get(self, index: int, message_id: int, offset: int, length: int) -> bytes:
@@ -417,7 +461,7 @@ class TelegramStore:
     def exists(self, locator: str) -> bool:
         try:
             message_id = _message_id(locator)
-            self._loop.run(self._document(self._pick_account(), message_id, refresh=True), self._timeout)
+            self._loop.run(self._document(self._pick_account("get"), message_id, refresh=True), self._timeout)
         except ChunkMissing:
             return False
         return True
@@ -469,6 +513,8 @@ class TelegramStore:
         return b"".join(pieces)[skip : skip + length]
 
     def close(self) -> None:
+        if self._loop.loop.is_closed():
+            return
         for account in self._accounts:
             try:
                 self._loop.run(_disconnect(account.client), 10)
@@ -476,9 +522,10 @@ class TelegramStore:
                 log.debug("disconnecting %s: %r", account.name, exc)
         self._loop.close()
 
-    def _pick_account(self) -> int:
+    def _pick_account(self, work: str) -> int:
+        """Round-robin, separately for uploads and reads so both spread over all accounts."""
         with self._next_lock:
-            return next(self._next)
+            return next(self._turns[work])
 
 
 async def _make_pacer(parallelism: int, flood_threshold: int, retries: int) -> Pacer:

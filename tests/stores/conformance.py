@@ -78,6 +78,7 @@ class StoreConformance:
         data, meta = chunk(5000)
         first = store.put(data, meta)
         second = store.put(data, meta)
+        assert (first == second) == store.properties.content_addressed
         assert store.get(second, 0, 5000) == data
         assert store.get(first, 0, 5000) == data
 
@@ -128,5 +129,7 @@ class StoreConformance:
         assert store.get(locator, 0, len(data)) == data
         with open(spooled, "wb") as out:
             out.write(data)
-        assert store.put_file(spooled, meta) == locator  # again: same chunk, file gone
+        again = store.put_file(spooled, meta)  # the same chunk once more: file gone too
+        assert (again == locator) == store.properties.content_addressed
+        assert store.get(again, 0, len(data)) == data
         assert not os.path.exists(spooled)
