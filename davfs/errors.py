@@ -20,6 +20,7 @@ provider answers when the error reaches WebDAV (the translation happens in one p
     │   ├── ChunkMissing             store has no such chunk
     │   ├── StoreFull                no space left (507)
     │   └── StoreUnavailable         transient; retry later (503)
+    │       └── StoreTimeout         no answer in time
     ├── IntegrityError               bytes from the store failed their BlockHash
     └── UploadError
         └── IncompleteUpload         body shorter/longer than Content-Length
@@ -124,6 +125,10 @@ class StoreUnavailable(StoreError):
             return max(1, int(self.args[1]))
         except (IndexError, TypeError, ValueError):
             return 30
+
+
+class StoreTimeout(StoreUnavailable):
+    """Chunk store {} did not answer within {} s; try again later."""
 
 
 class IntegrityError(DavfsError):

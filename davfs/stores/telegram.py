@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 
 from telethon import TelegramClient, errors, functions, types
 
-from davfs.errors import ChunkMissing, StoreError, StoreUnavailable
+from davfs.errors import ChunkMissing, StoreError, StoreTimeout, StoreUnavailable
 from davfs.stores.base import ChunkMeta, StoreProperties
 
 log = logging.getLogger(__name__)
@@ -119,12 +119,12 @@ class EventLoopThread:
 
 
 def wait(future: concurrent.futures.Future[T], timeout: float) -> T:
-    """A loop future's result; a timeout cancels the work and is a StoreUnavailable."""
+    """A loop future's result; a timeout cancels the work and is a StoreTimeout."""
     try:
         return future.result(timeout)
     except concurrent.futures.TimeoutError:
         future.cancel()
-        raise StoreUnavailable("telegram", int(timeout)) from None
+        raise StoreTimeout("telegram", int(timeout)) from None
 
 
 @dataclass
@@ -152,22 +152,25 @@ class Pacer:
     async def call(
         self, what: str, attempt_once: Callable[[], Awaitable[T]], *, retry_network: bool = True
     ) -> T:
-        for attempt in itertools.count():
+        """Flood waits and network failures each have their own budget of retries."""
+        floods = failures = 0
+        while True:
             try:
                 async with self._slots:
                     return await attempt_once()
             except _FLOOD as exc:
-                if exc.seconds > self._flood_threshold or attempt >= self._retries:
+                floods += 1
+                if exc.seconds > self._flood_threshold or floods > self._retries:
                     log.warning("telegram asks to wait %d s before %s", exc.seconds, what)
                     raise StoreUnavailable("telegram", exc.seconds) from None
                 await asyncio.sleep(exc.seconds)
             except _RETRIABLE as exc:
+                failures += 1
                 if not retry_network:
                     raise
-                if attempt >= self._retries:
-                    raise StoreError("telegram", f"{what} failed {attempt + 1} times: {exc!r}") from None
-                await asyncio.sleep(min(0.25 * 2**attempt, 8.0) * (0.5 + random.random()))
-        raise AssertionError("unreachable")
+                if failures > self._retries:
+                    raise StoreError("telegram", f"{what} failed {failures} times: {exc!r}") from None
+                await asyncio.sleep(min(0.25 * 2 ** (failures - 1), 8.0) * (0.5 + random.random()))
 
 
 @dataclass(frozen=True)
@@ -298,8 +301,8 @@ class TelegramStore:
             uploaded = self._upload_parts(account, pacer, document, f"{meta.chunk_hash[:16]}.chunk")
             try:
                 message_id = self._loop.run(self._send(account, pacer, uploaded, caption), self._timeout)
-            except (*_RETRIABLE, errors.FilePartMissingError, StoreUnavailable) as exc:
-                if attempt >= self._retries or (isinstance(exc, StoreUnavailable) and exc.retry_after > 60):
+            except (*_RETRIABLE, errors.FilePartMissingError, StoreTimeout) as exc:
+                if attempt >= self._retries:
                     raise StoreError(
                         "telegram", f"sending a chunk failed {attempt + 1} times: {exc!r}"
                     ) from None
