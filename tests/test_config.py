@@ -202,3 +202,47 @@ def test_start_up_failures_are_one_line(tmp_path):
     (tmp_path / "file").write_bytes(b"x")
     unwritable = run_server(tmp_path, "--port", "0", env={"DAVFS_DATA_DIR": str(tmp_path / "file" / "data")})
     assert unwritable.returncode != 0 and "Traceback" not in unwritable.stderr, unwritable.stderr
+
+
+HASH = "0123456789abcdef0123456789abcdef"
+
+
+def test_the_telegram_section_with_secrets_from_the_environment(tmp_path):
+    text = "davfs:\n  store: telegram\n  telegram:\n    channel: '@store'\n    parallelism: 4\n"
+    env = {"DAVFS_TELEGRAM_API_ID": "12345", "DAVFS_TELEGRAM_API_HASH": HASH}
+    config = load_config(write(tmp_path, text), environ=env)
+    assert config.telegram is not None
+    assert (config.telegram.channel, config.telegram.api_id, config.telegram.parallelism) == ("@store", 12345, 4)
+    assert config.telegram.api_hash == HASH
+    assert config.chunk_size == 64 * MiB  # each chunk costs a message
+    assert HASH not in repr(config)  # nothing secret in logs or tracebacks
+
+
+def test_local_stores_ignore_the_telegram_section(tmp_path):
+    config = load_config(write(tmp_path, "davfs:\n  telegram:\n    channel: '@x'\n"), environ={})
+    assert config.telegram is None and config.chunk_size == 20 * MiB
+
+
+@pytest.mark.parametrize(
+    ("telegram", "key"),
+    [
+        ("    colour: blue\n", "davfs.telegram.colour"),
+        ("    api_hash: not-hex\n", "davfs.telegram.api_hash"),
+        ("    api_id: -1\n", "davfs.telegram.api_id"),
+        ("    parallelism: 0\n", "davfs.telegram.parallelism"),
+        ("    channel: ''\n", "davfs.telegram.channel"),
+    ],
+)
+def test_bad_telegram_settings_name_their_key(tmp_path, telegram, key):
+    text = "davfs:\n  store: telegram\n  telegram:\n" + telegram
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text), environ={})
+    assert raised.value.args[0] == key
+
+
+def test_telegram_without_a_login_says_what_to_do(tmp_path):
+    from davfs.stores import open_configured_store
+
+    text = f"davfs:\n  store: telegram\n  data_dir: {tmp_path / 'data'}\n  telegram:\n    api_id: 1\n    api_hash: {HASH}\n"
+    with pytest.raises(ConfigError, match="davfs login"):
+        open_configured_store(load_config(write(tmp_path, text), environ={}))

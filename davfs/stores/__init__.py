@@ -12,7 +12,7 @@ from collections.abc import Callable
 from davfs.config import DavfsConfig
 from davfs.errors import ConfigError
 from davfs.stores.base import ChunkMeta, ChunkStore, StoreProperties
-from davfs.stores.local import LocalStore
+from davfs.stores.local import SPOOL_ABANDONED_AFTER, LocalStore, remove_abandoned_spool
 from davfs.stores.memory import MemoryStore
 
 _OPENERS: dict[str, Callable[[str], ChunkStore]] = {
@@ -39,6 +39,7 @@ def open_configured_store(config: DavfsConfig) -> ChunkStore:
 
         spool = config.data_dir / "spool"
         spool.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_spool(spool, SPOOL_ABANDONED_AFTER)
         return open_telegram_store(config.telegram, config.data_dir, spool_dir=str(spool))
     return open_store(config.store)
 

@@ -45,7 +45,7 @@ class LocalStore:
         self._chunks.mkdir(parents=True, exist_ok=True)
         self._spool = self.root / "spool"
         self._spool.mkdir(exist_ok=True)
-        _remove_abandoned(self._spool, SPOOL_ABANDONED_AFTER)
+        remove_abandoned_spool(self._spool, SPOOL_ABANDONED_AFTER)
         self.properties = StoreProperties("local", max_chunk_size, concurrency=4, spool_dir=str(self._spool))
         self._made_dirs: set[str] = set()
         self._lock = threading.Lock()
@@ -163,7 +163,7 @@ class LocalStore:
         pass
 
 
-def _remove_abandoned(folder: Path, age: float) -> None:
+def remove_abandoned_spool(folder: Path, age: float) -> None:
     """Spool files of uploads that died with their process (kill -9, power cut).
 
     Several servers may share one store, so only files nobody has written to for
