@@ -90,7 +90,7 @@ class PeakRss:
     def sample(self) -> int:
         if _LIBC is not None:
             _LIBC.malloc_trim(0)
-        return self.now() - fake_bytes(self._fake)
+        return self.now() - self._fake.stored_bytes()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -239,16 +239,6 @@ def run(size: int, latency: float, bandwidth: float, ranges: int) -> dict[str, A
     results["get_ratio"] = parallel["get_MBps"] / serial["get_MBps"]
     results["put_ratio"] = parallel["put_MBps"] / serial["put_MBps"]
     return results
-
-
-def fake_bytes(fake: FakeTelegram) -> int:
-    """Bytes the fake holds: documents of stored messages and uploaded parts not yet sent."""
-    with fake._lock:
-        documents = sum(len(m.data) for box in fake._boxes.values() for m in box.messages.values())
-        parts = sum(
-            len(p) for key in fake._keys.values() for u in key.uploads.values() for p in u.parts.values()
-        )
-    return documents + parts
 
 
 def main() -> int:
