@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 
 from davfs.cli import main as cli_main
 from davfs.errors import ConfigError
+from davfs.stores.base import ChunkMeta
 from davfs.stores.telegram_accounts import LoginPrompts, SessionFile, login, session_files
 from tests.telegram_fake import DEFAULT_API_HASH, DEFAULT_API_ID
 from tests.telegram_rig import CHANNEL, TelegramRig
@@ -127,3 +129,22 @@ def test_the_cli_prints_what_to_configure(
     assert cli_main(["-c", "/dev/null", "-d", str(data_dir), "login", "--bot-token", "1:x"]) == 78
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "my.telegram.org" in err
+
+
+def test_an_invite_link_is_resolved_once_and_kept(telegram: TelegramRig, tmp_path: Path) -> None:
+    user = telegram.fake.add_user(PHONE)
+    private = telegram.fake.add_channel(
+        "private store", invite_hash="AbCdEf123", admins={user: {"post", "delete"}}
+    )
+    settings = telegram.settings(channel="https://t.me/+AbCdEf123")
+    saved = login(settings, tmp_path / "fresh", bot_token=None, prompts=prompts(telegram))
+    assert saved.peer == {"channel_id": private.id, "access_hash": telegram.fake.channel_hash(private, user)}
+
+
+def test_saved_messages_hold_chunks_for_a_user(telegram: TelegramRig) -> None:
+    store = telegram.open_store(channel="me")
+    data = os.urandom(3 * 1024 * 1024)
+    locator = store.put(data, ChunkMeta.of(data))
+    assert store.get(locator, 1024 * 1024, 5) == data[1024 * 1024 : 1024 * 1024 + 5]
+    assert [m.id for m in telegram.fake.messages(telegram.user)] == [int(locator)]
+    assert telegram.fake.messages(telegram.channel) == []
