@@ -212,7 +212,11 @@ def test_the_telegram_section_with_secrets_from_the_environment(tmp_path):
     env = {"DAVFS_TELEGRAM_API_ID": "12345", "DAVFS_TELEGRAM_API_HASH": HASH}
     config = load_config(write(tmp_path, text), environ=env)
     assert config.telegram is not None
-    assert (config.telegram.channel, config.telegram.api_id, config.telegram.parallelism) == ("@store", 12345, 4)
+    assert (config.telegram.channel, config.telegram.api_id, config.telegram.parallelism) == (
+        "@store",
+        12345,
+        4,
+    )
     assert config.telegram.api_hash == HASH
     assert config.chunk_size == 64 * MiB  # each chunk costs a message
     assert HASH not in repr(config)  # nothing secret in logs or tracebacks
