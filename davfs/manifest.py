@@ -57,10 +57,11 @@ class ManifestWriter:
                 log.warning("could not write a manifest (%s); will retry in %.0f s", exc, self._interval)
 
     def flush(self) -> int:
-        """Write every pending entry; returns how many were written."""
+        """Write every pending entry; returns how many were written (0 also when another
+        instance sharing the catalog is writing them right now)."""
         written = 0
-        with self._flushing:
-            while entries := self._catalog.pending_log(MAX_ENTRIES):
+        with self._flushing, self._catalog.single_instance("manifests") as mine:
+            while mine and (entries := self._catalog.pending_log(MAX_ENTRIES)):
                 body = json.dumps(
                     {"format": FORMAT, "written": time.time(), "entries": entries}, separators=(",", ":")
                 ).encode()

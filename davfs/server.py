@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from cheroot import wsgi
+from redis.exceptions import RedisError
 from wsgidav.lock_man.lock_storage import LockStorageShelve
+from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
+from wsgidav.util import dynamic_instantiate_class_from_opts
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from davfs.catalog import Catalog
 from davfs.config import DavfsConfig
+from davfs.errors import ConfigError
 from davfs.manifest import ManifestWriter
 from davfs.provider import DavfsProvider, disk_free
 from davfs.stores import open_configured_store
@@ -55,7 +59,7 @@ class App:
     provider: DavfsProvider
     catalog: Catalog
     store: ChunkStore
-    locks: LockStorageShelve
+    locks: Any
     manifests: ManifestWriter
 
     def close(self) -> None:
@@ -81,7 +85,7 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
         available_bytes=available,
         propfind_infinity=config.propfind_infinity,
     )
-    locks = LockStorageShelve(str(config.data_dir / "locks.shelve"))
+    locks = _lock_storage(config)
     wsgidav_conf = _merge(copy.deepcopy(_WSGIDAV_DEFAULTS), dict(config.wsgidav))
     wsgidav_conf.setdefault("simple_dc", {})["user_mapping"] = config.user_mapping  # whole, never merged
     wsgidav_conf.update(
@@ -99,6 +103,30 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
     manifests = ManifestWriter(catalog, store, interval=config.manifest_interval)
     manifests.start()
     return App(app, provider, catalog, store, locks, manifests)
+
+
+def _lock_storage(config: DavfsConfig) -> Any:
+    """wsgidav's lock storage: a shelve file in the data folder by default, or what
+    ``lock_storage`` in wsgidav.yaml names (``LockStorageRedis`` when several instances
+    must honour each other's locks). Checked here so a wrong class or an unreachable
+    Redis is one line at start-up, not a failure on the first LOCK."""
+    options = config.wsgidav.get("lock_storage")
+    if not options:
+        return LockStorageShelve(str(config.data_dir / "locks.shelve"))
+    try:
+        storage = dynamic_instantiate_class_from_opts(options)
+    except Exception as exc:  # noqa: BLE001 - wsgidav raises anything from import to TypeError
+        raise ConfigError("lock_storage", f"cannot create it ({exc})") from None
+    if isinstance(storage, LockStorageRedis):
+        storage.open()
+        try:
+            storage._redis.ping()
+        except RedisError as exc:
+            raise ConfigError(
+                "lock_storage", f"cannot reach Redis ({exc}); start it or fix its host/port"
+            ) from None
+        storage.close()
+    return storage
 
 
 def make_server(config: DavfsConfig, app: App) -> wsgi.Server:

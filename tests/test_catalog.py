@@ -1,5 +1,5 @@
-"""The catalog contract, run on every engine the catalog supports (SQLite here;
-PostgreSQL joins the parametrization with the scale-out work)."""
+"""The catalog contract, run on every engine the catalog supports: SQLite (file and
+memory) and a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ from sqlalchemy import select, update
 
 from davfs.catalog import ABSENT, ROOT_ID, Catalog, StoredChunk, schema
 from davfs.errors import AlreadyExists, CatalogError, FolderNotEmpty, NotAFolder, NotFound, PreconditionFailed
+from tests.services import fresh_postgres_database
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgresql"])
 def catalog(request, tmp_path):
+    if request.param == "postgresql":
+        with fresh_postgres_database() as url:
+            cat = Catalog(url)
+            yield cat
+            cat.close()
+        return
     url = f"sqlite:///{tmp_path}/c.sqlite" if request.param == "sqlite-file" else "sqlite://"
     cat = Catalog(url)
     yield cat
@@ -213,14 +220,17 @@ def test_an_empty_file_never_replaces_an_existing_one(catalog):
     assert catalog.resolve(["f"]).size == 7
 
 
-def test_move_refuses_cycles_and_taken_names(catalog):
+def test_move_refuses_cycles_and_replaces_what_is_at_the_destination(catalog):
     a = catalog.mkdir(ROOT_ID, "a")
     b = catalog.mkdir(a.id, "b")
     with pytest.raises(CatalogError):
         catalog.move(a.id, b.id, "a")
-    catalog.mkdir(ROOT_ID, "c")
-    with pytest.raises(AlreadyExists):
-        catalog.move(a.id, ROOT_ID, "c")
+    c = catalog.mkdir(ROOT_ID, "c")
+    put(catalog, c.id, "inside", b"replaced with its folder")
+    catalog.move(a.id, ROOT_ID, "c")  # one transaction: the old c and its file go
+    assert catalog.resolve(["c", "b"]).id == b.id
+    assert catalog.resolve(["c", "inside"]) is None
+    assert refcount(catalog, b"replaced with its folder") == 1  # retired, kept until gc
     catalog.move(a.id, ROOT_ID, "A")  # case-only rename
     assert catalog.resolve(["A", "b"]).id == b.id
 

@@ -2,8 +2,8 @@
 
 All five litmus groups (basic, copymove, props, locks, http) must run and report zero
 failures (warnings are allowed). Runs with the test server's 1 MiB chunks, with the
-production default of 20 MiB chunks, as a subprocess, and on the Telegram store (the
-wire-level fake).
+production default of 20 MiB chunks, as a subprocess, on the Telegram store (the
+wire-level fake), and as a scale-out instance on PostgreSQL + Redis.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import requests
 
 from tests.conftest import RunningServer, ServerProcess
 from tests.telegram_rig import TelegramRig
+from tests.test_scale_out import scale_out_config
 
 pytestmark = pytest.mark.slow
 
@@ -62,17 +63,25 @@ def parse_summaries(output: str) -> dict[str, dict[str, int]]:
     return summaries
 
 
-@pytest.mark.parametrize("target", ["inprocess-1MiB", "inprocess-20MiB", "subprocess", "telegram"])
+@pytest.mark.parametrize(
+    "target", ["inprocess-1MiB", "inprocess-20MiB", "subprocess", "telegram", "postgresql-redis"]
+)
 def test_litmus_all_groups_pass(
     telegram: TelegramRig,  # first, so it outlives the servers that use it
     start_server: Callable[..., RunningServer],
     server_process: Callable[..., ServerProcess],
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     target: str,
 ) -> None:
     litmus = litmus_binary()
     if target == "subprocess":
         url = server_process().url
+    elif target == "postgresql-redis":
+        config = scale_out_config(
+            tmp_path, request.getfixturevalue("postgres_url"), request.getfixturevalue("redis_url")
+        )
+        url = server_process(env={"DAVFS_CONFIG": str(config)}).url
     elif target == "telegram":
         url = start_server(store=telegram.open_store(), chunk_size="1MiB").url
     else:

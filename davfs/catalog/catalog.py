@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 
 from davfs.catalog import schema
-from davfs.catalog.dialect import WRITE, make_engine
+from davfs.catalog.dialect import WRITE, make_engine, schema_lock, single_instance
 from davfs.catalog.schema import (
     chunks,
     dead_props,
@@ -192,7 +192,11 @@ class Catalog:
         self.engine.dispose()
 
     def _migrate(self) -> None:
-        schema.metadata.create_all(self.engine)
+        with schema_lock(self.engine):
+            schema.metadata.create_all(self.engine)
+            self._bring_schema_forward()
+
+    def _bring_schema_forward(self) -> None:
         with self._write() as conn:
             current = conn.scalar(select(meta.c.value).where(meta.c.key == "schema_version"))
             if current is None:
@@ -209,6 +213,7 @@ class Catalog:
                         modified=now,
                     )
                 )
+                _continue_ids_after(conn)
                 return
             version = int(current)
             if version > schema.SCHEMA_VERSION:
@@ -504,29 +509,12 @@ class Catalog:
             )
             if not still_there:
                 raise NotFound(node.name)
-            levels: list[list[int]] = [[node.id]]
-            while levels[-1]:
-                frontier = levels[-1]
-                below: list[int] = []
-                for batch in _batches(frontier):
-                    below.extend(conn.scalars(select(nodes.c.id).where(nodes.c.parent_id.in_(batch))))
-                if below and not recursive:
-                    raise FolderNotEmpty(node.name)
-                levels.append(below)
-            now = time.time()
-            for level in reversed(levels):
-                for batch in _batches(level):
-                    conn.execute(
-                        update(versions)
-                        .where(versions.c.node_id.in_(batch), versions.c.retired.is_(None))
-                        .values(retired=now)
-                    )
-                    conn.execute(sql_delete(dead_props).where(dead_props.c.node_id.in_(batch)))
-                    conn.execute(sql_delete(nodes).where(nodes.c.id.in_(batch)))
-            _log(conn, "delete", node=node.id)
+            _delete_tree(conn, node.id, node.name, recursive=recursive)
 
     def move(self, node_id: int, new_parent_id: int, new_name: str) -> None:
-        """Rename/move a node (the destination must be free; the caller deleted it)."""
+        """Rename/move a node, replacing whatever is at the destination in the same
+        transaction (wsgidav has checked ``Overwrite``; a file created there since it
+        deleted the old destination must not turn the MOVE into a 405)."""
         with self._write() as conn:
             self._require_folder(conn, new_parent_id)
             ancestor: int | None = new_parent_id
@@ -534,6 +522,11 @@ class Catalog:
                 if ancestor == node_id:
                     raise NotAllowed("moving a folder below itself")
                 ancestor = conn.scalar(select(nodes.c.parent_id).where(nodes.c.id == ancestor))
+            occupant = conn.scalar(
+                select(nodes.c.id).where(nodes.c.parent_id == new_parent_id, nodes.c.name == new_name)
+            )
+            if occupant is not None and occupant != node_id:
+                _delete_tree(conn, occupant, new_name, recursive=True)
             try:
                 conn.execute(
                     update(nodes).where(nodes.c.id == node_id).values(parent_id=new_parent_id, name=new_name)
@@ -628,6 +621,12 @@ class Catalog:
         )
 
     # --- manifests and recovery ---------------------------------------------------
+
+    @contextmanager
+    def single_instance(self, job: str) -> Iterator[bool]:
+        """Whether this instance is the one to run ``job`` now (see the dialect)."""
+        with _database_errors(), single_instance(self.engine, job) as acquired:
+            yield acquired
 
     def pending_log(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """The oldest oplog entries not yet in a manifest, as (seq, entry)."""
@@ -763,6 +762,30 @@ def _database_errors() -> Iterator[None]:
 def _safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+def _delete_tree(conn: Connection, node_id: int, name: str, *, recursive: bool) -> None:
+    """Delete a node and, if ``recursive``, everything below it; retire their versions."""
+    levels: list[list[int]] = [[node_id]]
+    while levels[-1]:
+        frontier = levels[-1]
+        below: list[int] = []
+        for batch in _batches(frontier):
+            below.extend(conn.scalars(select(nodes.c.id).where(nodes.c.parent_id.in_(batch))))
+        if below and not recursive:
+            raise FolderNotEmpty(name)
+        levels.append(below)
+    now = time.time()
+    for level in reversed(levels):
+        for batch in _batches(level):
+            conn.execute(
+                update(versions)
+                .where(versions.c.node_id.in_(batch), versions.c.retired.is_(None))
+                .values(retired=now)
+            )
+            conn.execute(sql_delete(dead_props).where(dead_props.c.node_id.in_(batch)))
+            conn.execute(sql_delete(nodes).where(nodes.c.id.in_(batch)))
+    _log(conn, "delete", node=node_id)
 
 
 def _log(conn: Connection, op: str, **fields: Any) -> None:
