@@ -150,3 +150,25 @@ def test_recover_rebuilds_the_catalog_from_the_channel(
     assert report.problems == [] and report.manifests >= 1
     assert tree_of(fresh) == original
     fresh.close()
+
+
+def test_refusals_telegram_should_never_send_are_clean_errors(
+    telegram: TelegramRig, start_server: Start
+) -> None:
+    """Our requests obey Telegram's rules, so these only come from a broken server or
+    account; each must be a clean 5xx that commits nothing, never a traceback page."""
+    running = serve(telegram, start_server)
+    requests.put(running.url + "f.bin", data=b"old").raise_for_status()
+    for request, error in [
+        ("SaveFilePartRequest", "FILE_PART_SIZE_INVALID"),
+        ("SendMediaRequest", "CHAT_WRITE_FORBIDDEN"),
+    ]:
+        telegram.fake.inject(request, error)
+        response = requests.put(running.url + "f.bin", data=os.urandom(MiB + 3))
+        assert response.status_code == 502, (error, response.status_code)
+        assert "Traceback" not in response.text
+        assert requests.get(running.url + "f.bin").content == b"old"
+    telegram.fake.inject("GetFileRequest", "LIMIT_INVALID")
+    response = requests.get(running.url + "f.bin")
+    assert response.status_code == 502 and "Traceback" not in response.text
+    assert requests.get(running.url + "f.bin").content == b"old"

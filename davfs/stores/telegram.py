@@ -78,6 +78,8 @@ _RETRIABLE = (
     errors.TimedOutError,
 )
 _FLOOD = (errors.FloodWaitError, errors.FloodPremiumWaitError)
+_CALLER_HANDLES = (errors.FileReferenceExpiredError, errors.FilePartMissingError)
+"""RPC errors the store's own code recovers from (refetch the message, upload again)."""
 
 
 class EventLoopThread:
@@ -171,6 +173,12 @@ class Pacer:
                 if failures > self._retries:
                     raise StoreError("telegram", f"{what} failed {failures} times: {exc!r}") from None
                 await asyncio.sleep(min(0.25 * 2 ** (failures - 1), 8.0) * (0.5 + random.random()))
+            except _CALLER_HANDLES:
+                raise
+            except errors.RPCError as exc:
+                # Anything else Telegram refuses is not worth retrying; callers that
+                # tell refusals apart (davfs login) find the RPC error as the cause.
+                raise StoreError("telegram", f"{what}: Telegram refused it ({exc.message})") from exc
 
 
 @dataclass(frozen=True)

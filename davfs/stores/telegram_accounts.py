@@ -25,7 +25,7 @@ from telethon import TelegramClient, errors, functions, types
 from telethon.sessions import StringSession
 
 from davfs.config import TelegramSettings
-from davfs.errors import ConfigError, DavfsError, StoreError
+from davfs.errors import ConfigError, StoreError
 from davfs.stores.base import ChunkMeta
 from davfs.stores.telegram import Account, EventLoopThread, TelegramStore
 
@@ -305,12 +305,12 @@ def _check_access(account: Account, loop: EventLoopThread, settings: TelegramSet
     meta = ChunkMeta.of(probe)
     try:
         locator = store.put(probe, meta)
-    except (errors.ChatAdminRequiredError, errors.ChatWriteForbiddenError):
-        raise ConfigError(
-            "davfs.telegram.channel",
-            "this account cannot post there; make it an admin with 'Post messages' and 'Delete messages'",
-        ) from None
-    except DavfsError:
+    except StoreError as exc:
+        if isinstance(exc.__cause__, (errors.ChatAdminRequiredError, errors.ChatWriteForbiddenError)):
+            raise ConfigError(
+                "davfs.telegram.channel",
+                "this account cannot post there; make it an admin with 'Post messages' and 'Delete messages'",
+            ) from None
         raise
     if store.get(locator, 0, len(probe)) != probe:
         raise StoreError(
@@ -318,13 +318,15 @@ def _check_access(account: Account, loop: EventLoopThread, settings: TelegramSet
         )
     try:
         store.delete(locator)
-    except errors.MessageDeleteForbiddenError:
-        raise ConfigError(
-            "davfs.telegram.channel",
-            "this account cannot delete its messages there; give it 'Delete messages'",
-        ) from None
+    except StoreError as exc:
+        if isinstance(exc.__cause__, errors.MessageDeleteForbiddenError):
+            raise _cannot_delete() from None
+        raise
     if store.exists(locator):
-        raise ConfigError(
-            "davfs.telegram.channel",
-            "the check message could not be deleted; give the account 'Delete messages'",
-        )
+        raise _cannot_delete()
+
+
+def _cannot_delete() -> ConfigError:
+    return ConfigError(
+        "davfs.telegram.channel", "this account cannot delete messages there; give it 'Delete messages'"
+    )
