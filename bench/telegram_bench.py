@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import hashlib
 import http.client
 import json
@@ -187,8 +188,10 @@ def get_file(port: int, path: str, headers: dict[str, str] | None = None) -> tup
 
 def run(size: int, latency: float, bandwidth: float, ranges: int) -> dict[str, Any]:
     fake = FakeTelegram(latency=latency, bandwidth=bandwidth, bot_posts_per_minute=None)
-    telegram_accounts.make_client = lambda session, api_id, api_hash: FakeTelegramClient(  # type: ignore[assignment]
-        session, api_id, api_hash, server=fake, flood_sleep_threshold=0, receive_updates=False
+    real_make_client = telegram_accounts.make_client
+    fake_client = functools.partial(FakeTelegramClient, server=fake)
+    telegram_accounts.make_client = lambda session, api_id, api_hash: real_make_client(  # type: ignore[assignment]
+        session, api_id, api_hash, client_class=fake_client
     )
     results: dict[str, Any] = {
         "size_mib": size // MiB,

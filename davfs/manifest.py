@@ -53,7 +53,7 @@ class ManifestWriter:
         while not self._stop.wait(self._interval):
             try:
                 self.flush()
-            except DavfsError as exc:
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any one failure
                 log.warning("could not write a manifest (%s); will retry in %.0f s", exc, self._interval)
 
     def flush(self) -> int:
@@ -124,7 +124,7 @@ def recover(
     for seq in sorted(entries):
         tree.apply(entries[seq])
     nodes = list(tree.parents_first(chunks, report.problems))
-    catalog.load_tree(nodes, chunks)
+    catalog.load_tree(nodes, chunks, last_seq=max(entries, default=0))
     for locator, meta in manifests:
         catalog.log_stored(0, _stored(locator, meta))
     report.folders = sum(1 for n in nodes if n.is_dir and n.id != ROOT_ID)
@@ -188,9 +188,16 @@ class _Tree:
         """Every node reachable from the root, parents before children; files whose
         chunks are not in the store are left out and reported."""
         queue: list[tuple[int, str]] = [(ROOT_ID, "")]
+        names: set[tuple[int | None, str]] = set()
+        reached = 0
         while queue:
             node_id, path = queue.pop(0)
             node = self.nodes[node_id]
+            reached += 1
+            if (node["parent"], node["name"]) in names:
+                problems.append(f"{path}: a second node of that name (history incomplete); not restored")
+                continue
+            names.add((node["parent"], node["name"]))
             parts: list[tuple[str, int]] | None = None
             if not node["dir"]:
                 parts = [(str(h), int(n)) for h, n in node.get("chunks", [])]
@@ -212,6 +219,11 @@ class _Tree:
             if node["dir"]:
                 for child in sorted(self.children.get(node_id, ()), key=lambda c: self.nodes[c]["name"]):
                     queue.append((child, f"{path}/{self.nodes[child]['name']}"))
+        if reached < len(self.nodes):
+            problems.append(
+                f"{len(self.nodes) - reached} node(s) hang below folders the history does not "
+                "create (a manifest is missing); not restored"
+            )
 
 
 def _stored(locator: str, meta: ChunkMeta) -> StoredChunk:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from wsgidav import util, xml_tools
 from wsgidav.dav_error import (
@@ -130,6 +131,12 @@ class DavfsProvider(DAVProvider):  # type: ignore[misc]
                 )
         elif (mtime := environ.get("HTTP_X_OC_MTIME")) is not None and not _valid_timestamp(mtime):
             raise DAVError(HTTP_BAD_REQUEST, context_info="X-OC-Mtime must be seconds since 1970")
+        if method in ("MOVE", "COPY") and _is_ancestor(
+            environ.get("HTTP_DESTINATION", ""), environ["PATH_INFO"]
+        ):
+            # wsgidav refuses a destination inside the source, but would delete a
+            # destination that contains the source (Overwrite: T) before moving it.
+            raise DAVError(HTTP_FORBIDDEN, context_info="the destination contains the source")
         # A missing Depth means infinity for PROPFIND (RFC 4918 9.1); RFC 4918 lets a
         # server refuse it on collections.
         if (
@@ -535,6 +542,14 @@ class _UploadStream:
     def close(self) -> None:
         with _dav_errors():
             self._writer.close()
+
+
+def _is_ancestor(destination: str, source: str) -> bool:
+    """Whether the Destination URL names a folder above the source path."""
+    if not destination:
+        return False
+    target = unquote(urlparse(destination).path).rstrip("/")
+    return source.rstrip("/").startswith(target + "/")
 
 
 def _valid_timestamp(text: str) -> bool:

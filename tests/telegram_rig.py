@@ -7,6 +7,7 @@ clients it builds talk to the in-process `FakeTelegram`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,14 @@ from davfs.config import TelegramSettings
 from davfs.stores import telegram_accounts
 from davfs.stores.telegram import TelegramStore
 from davfs.stores.telegram_accounts import SESSION_FOLDER, SessionFile, open_telegram_store
-from tests.telegram_fake import DEFAULT_API_HASH, DEFAULT_API_ID, FakeAccount, FakeChannel, FakeTelegram
+from tests.telegram_fake import (
+    DEFAULT_API_HASH,
+    DEFAULT_API_ID,
+    FakeAccount,
+    FakeChannel,
+    FakeTelegram,
+    FakeTelegramClient,
+)
 
 CHANNEL = "@davfs_store"
 
@@ -68,20 +76,15 @@ def telegram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Telegr
     user = fake.add_user("+15550001")
     channel = fake.add_channel("davfs store", username=CHANNEL[1:], admins={user: {"post", "delete"}})
 
-    def make_client(session: Any, api_id: int, api_hash: str) -> Any:
-        from tests.telegram_fake import FakeTelegramClient
-
-        return FakeTelegramClient(
-            session,
-            api_id,
-            api_hash,
-            server=fake,
-            flood_sleep_threshold=0,
-            request_retries=3,
-            receive_updates=False,
-        )
-
-    monkeypatch.setattr(telegram_accounts, "make_client", make_client)
+    real_make_client = telegram_accounts.make_client
+    fake_client = functools.partial(FakeTelegramClient, server=fake)
+    monkeypatch.setattr(
+        telegram_accounts,
+        "make_client",
+        lambda session, api_id, api_hash: real_make_client(
+            session, api_id, api_hash, client_class=fake_client
+        ),
+    )
     rig = TelegramRig(fake, user, channel, tmp_path / "data")
     rig.sign_in(user)
     yield rig

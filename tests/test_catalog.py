@@ -304,3 +304,12 @@ def test_empty_file(catalog):
     assert node.size == 0 and node.etag
     snap = catalog.snapshot(node.version_id, "/empty")
     assert snap.size == 0 and snap.extents == ()
+
+
+def test_move_of_a_node_deleted_meanwhile_changes_nothing(catalog):
+    put(catalog, ROOT_ID, "dest", b"precious")
+    gone, _ = put(catalog, ROOT_ID, "src", b"x")
+    catalog.delete(gone, recursive=False)
+    with pytest.raises(NotFound):
+        catalog.move(gone.id, ROOT_ID, "dest")
+    assert catalog.resolve(["dest"]).size == len(b"precious")

@@ -566,3 +566,13 @@ def test_a_full_disk_is_507_and_changes_nothing(start_server, http):
     r = http.put(server.url + "f", data=b"new content")
     assert r.status_code == 507 and "no space left" in r.text.lower()
     assert http.get(server.url + "f").content == b"old"
+
+
+def test_move_onto_a_folder_that_contains_the_source_is_refused(server, http):
+    url = server.url
+    http.request("MKCOL", url + "a").raise_for_status()
+    http.put(url + "a/b.txt", data=b"keep me").raise_for_status()
+    response = http.request("MOVE", url + "a/b.txt", headers={"Destination": url + "a", "Overwrite": "T"})
+    assert response.status_code == 403
+    assert http.get(url + "a/b.txt").content == b"keep me"
+    assert http.request("MOVE", url + "a/b.txt", headers={"Destination": url}).status_code == 403

@@ -146,3 +146,18 @@ def test_manifests_are_written_on_the_interval_and_entries_replay_once(tmp_path:
     tree, problems = recovered_from(store, tmp_path)
     assert set(tree) == {"/a", "/a/b"} and problems == []
     catalog.close()
+
+
+def test_a_second_recovery_keeps_the_first_ones_history(tmp_path: Path) -> None:
+    store = LocalStore(str(tmp_path / "store"))
+    first = Catalog(f"sqlite:///{tmp_path / 'one.sqlite'}")
+    first.mkdir(first.mkdir(1, "a").id, "inner")
+    ManifestWriter(first, store, interval=3600).flush()
+    first.close()
+    second = Catalog(f"sqlite:///{tmp_path / 'two.sqlite'}")
+    assert recover(second, store).problems == []
+    second.mkdir(1, "b")
+    ManifestWriter(second, store, interval=3600).flush()
+    second.close()
+    tree, problems = recovered_from(store, tmp_path)
+    assert problems == [] and set(tree) == {"/a", "/a/inner", "/b"}

@@ -172,3 +172,15 @@ def test_refusals_telegram_should_never_send_are_clean_errors(
     response = requests.get(running.url + "f.bin")
     assert response.status_code == 502 and "Traceback" not in response.text
     assert requests.get(running.url + "f.bin").content == b"old"
+
+
+def test_content_whose_message_vanished_is_posted_again_and_both_files_heal(
+    telegram: TelegramRig, start_server: Start
+) -> None:
+    running = serve(telegram, start_server)
+    body = os.urandom(MiB + 10)
+    requests.put(running.url + "first.bin", data=body).raise_for_status()
+    telegram.fake.delete_behind(telegram.channel, channel_messages(telegram))
+    assert requests.put(running.url + "second.bin", data=body).status_code == 201
+    assert requests.get(running.url + "second.bin").content == body
+    assert requests.get(running.url + "first.bin").content == body  # shares the re-posted chunks

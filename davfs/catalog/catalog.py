@@ -526,13 +526,20 @@ class Catalog:
                 select(nodes.c.id).where(nodes.c.parent_id == new_parent_id, nodes.c.name == new_name)
             )
             if occupant is not None and occupant != node_id:
+                above: int | None = node_id
+                while above is not None:
+                    if above == occupant:
+                        raise NotAllowed("moving a node onto a folder that contains it")
+                    above = conn.scalar(select(nodes.c.parent_id).where(nodes.c.id == above))
                 _delete_tree(conn, occupant, new_name, recursive=True)
             try:
-                conn.execute(
+                moved = conn.execute(
                     update(nodes).where(nodes.c.id == node_id).values(parent_id=new_parent_id, name=new_name)
-                )
+                ).rowcount
             except SqlIntegrityError:
                 raise AlreadyExists(new_name) from None
+            if moved != 1:
+                raise NotFound(f"node {node_id}")  # gone meanwhile: the whole move is undone
             _log(conn, "move", node=node_id, parent=new_parent_id, name=new_name)
 
     def copy_node(self, node_id: int, dest_parent_id: int, dest_name: str) -> Node:
@@ -646,9 +653,13 @@ class Catalog:
         with self._read() as conn:
             return not conn.scalar(select(func.count()).select_from(nodes).where(nodes.c.id != ROOT_ID))
 
-    def load_tree(self, tree: Iterable[RecoveredNode], stored: Mapping[str, StoredChunk]) -> None:
+    def load_tree(
+        self, tree: Iterable[RecoveredNode], stored: Mapping[str, StoredChunk], *, last_seq: int = 0
+    ) -> None:
         """Write a recovered tree (parents before children) into this empty catalog in one
-        transaction, keeping node ids so later manifests still apply."""
+        transaction, keeping node ids, and continue the oplog after ``last_seq``, so the
+        manifests written from now on extend the recovered history instead of reusing
+        its sequence numbers (a second recovery replays both)."""
         with self._write() as conn:
             now = time.time()
             for item in tree:
@@ -677,6 +688,7 @@ class Catalog:
                         [{"node_id": item.id, "name": k, "value": v} for k, v in item.props.items()],
                     )
             _continue_ids_after(conn)
+            _continue_sequence(conn, "oplog", "seq", last_seq)
 
     # --- helpers -----------------------------------------------------------------
 
@@ -692,9 +704,15 @@ class Catalog:
             conn.execute(update(versions).where(versions.c.id == version_id).values(retired=now))
 
     def _reference_chunks(self, conn: Connection, stored: Sequence[StoredChunk], now: float) -> None:
-        """Count a new version's references; chunks the catalog has not seen get a row."""
-        unknown = self._add_references(conn, Counter(c.chunk_hash for c in stored))
+        """Count a new version's references; chunks the catalog has not seen get a row.
+
+        A known chunk takes the locator just stored: in a store that is not
+        content-addressed (Telegram) an upload stores a chunk again when its old copy
+        is gone, and the old locator must not outlive that."""
         first = {c.chunk_hash: c for c in stored}
+        unknown = self._add_references(
+            conn, Counter(c.chunk_hash for c in stored), {h: c.locator for h, c in first.items()}
+        )
         for chunk_hash, count in unknown.items():
             c = first[chunk_hash]
             conn.execute(
@@ -710,14 +728,18 @@ class Catalog:
                 )
             )
 
-    def _add_references(self, conn: Connection, counts: Counter[str]) -> Counter[str]:
-        """Raise reference counts of known chunks; return the counts of unknown ones."""
+    def _add_references(
+        self, conn: Connection, counts: Counter[str], locators: Mapping[str, str] | None = None
+    ) -> Counter[str]:
+        """Raise reference counts of known chunks (and set their locators, if given);
+        return the counts of unknown ones."""
         unknown: Counter[str] = Counter()
         for chunk_hash, count in counts.items():
+            values: dict[str, Any] = {"refcount": chunks.c.refcount + count, "unreferenced_since": None}
+            if locators is not None:
+                values["locator"] = locators[chunk_hash]
             updated = conn.execute(
-                update(chunks)
-                .where(chunks.c.chunk_hash == chunk_hash)
-                .values(refcount=chunks.c.refcount + count, unreferenced_since=None)
+                update(chunks).where(chunks.c.chunk_hash == chunk_hash).values(**values)
             ).rowcount
             if not updated:
                 unknown[chunk_hash] = count
@@ -807,6 +829,20 @@ def _continue_ids_after(conn: Connection) -> None:
         conn.exec_driver_sql(
             "SELECT setval(pg_get_serial_sequence('nodes', 'id'), (SELECT max(id) FROM nodes))"
         )
+
+
+def _continue_sequence(conn: Connection, table: str, column: str, after: int) -> None:
+    """Make the next automatic ``column`` value of ``table`` larger than ``after``."""
+    if after <= 0:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), {int(after)})")
+    elif conn.dialect.name == "sqlite":
+        updated = conn.exec_driver_sql(
+            f"UPDATE sqlite_sequence SET seq = max(seq, {int(after)}) WHERE name = '{table}'"
+        ).rowcount
+        if not updated:
+            conn.exec_driver_sql(f"INSERT INTO sqlite_sequence (name, seq) VALUES ('{table}', {int(after)})")
 
 
 def _insert_node(

@@ -38,6 +38,7 @@ import random
 import re
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ _RETRIABLE = (
 )
 _FLOOD = (errors.FloodWaitError, errors.FloodPremiumWaitError)
 _CALLER_HANDLES = (errors.FileReferenceExpiredError, errors.FilePartMissingError)
+_SESSION_GONE = (errors.AuthKeyUnregisteredError, errors.SessionRevokedError, errors.AuthKeyDuplicatedError)
 """RPC errors the store's own code recovers from (refetch the message, upload again)."""
 
 
@@ -175,6 +177,11 @@ class Pacer:
                 await asyncio.sleep(min(0.25 * 2 ** (failures - 1), 8.0) * (0.5 + random.random()))
             except _CALLER_HANDLES:
                 raise
+            except _SESSION_GONE as exc:
+                raise StoreError(
+                    "telegram",
+                    f"the Telegram session was revoked or expired ({exc.message}); run `davfs login`",
+                ) from exc
             except errors.RPCError as exc:
                 # Anything else Telegram refuses is not worth retrying; callers that
                 # tell refusals apart (davfs login) find the RPC error as the cause.
@@ -317,7 +324,10 @@ class TelegramStore:
                 log.info("sending a chunk failed (%r); uploading it again", exc)
                 continue
             if attempt:
-                self._loop.run(self._delete_lost_copies(account, pacer, message_id, nonce), self._timeout)
+                try:
+                    self._loop.run(self._delete_lost_copies(account, pacer, message_id, nonce), self._timeout)
+                except StoreError as exc:  # the chunk is stored; a stray copy is gc's to find
+                    log.warning("could not look for stray copies of message %d: %s", message_id, exc)
             return str(message_id)
         raise AssertionError("unreachable")
 
@@ -478,8 +488,10 @@ class TelegramStore:
         return True
 
     def iter_chunks(self) -> Iterator[tuple[str, ChunkMeta]]:
-        """Every chunk message in the channel with its metadata, read from the trailers.
-        Needs a user account: Telegram does not let bots page through history."""
+        """Every chunk message in the channel with its metadata, read from the trailers,
+        a page of 100 messages at a time. Recovery has no client waiting on it, so any
+        flood wait is slept through, however long. Needs a user account: Telegram does
+        not let bots page through history."""
         users = [i for i, account in enumerate(self._accounts) if not account.is_bot]
         if not users:
             raise StoreError(
@@ -488,32 +500,50 @@ class TelegramStore:
             )
         index = users[0]
         account = self._accounts[index]
-        messages = self._loop.run(self._list_chunk_messages(index), self._timeout * 10)
-        for message_id, size, trailer_length in messages:
-            trailer = self._loop.run(
-                self._read_document_bytes(index, message_id, size, trailer_length), self._timeout
-            )
-            try:
-                meta = ChunkMeta.from_dict(json.loads(trailer))
-            except (ValueError, KeyError) as exc:
-                log.warning(
-                    "message %d in %s has a damaged trailer (%s); skipped", message_id, account.name, exc
+        after = 0
+        while page := self._patiently(functools.partial(self._chunk_messages_after, index, after)):
+            for message_id, size, trailer_length in page[0]:
+                trailer = self._patiently(
+                    functools.partial(self._read_document_bytes, index, message_id, size, trailer_length)
                 )
-                continue
-            yield str(message_id), meta
+                try:
+                    meta = ChunkMeta.from_dict(json.loads(trailer))
+                except (ValueError, KeyError) as exc:
+                    log.warning(
+                        "message %d in %s has a damaged trailer (%s); skipped", message_id, account.name, exc
+                    )
+                    continue
+                yield str(message_id), meta
+            after = page[1]
 
-    async def _list_chunk_messages(self, index: int) -> list[tuple[int, int, int]]:
+    def _patiently(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``make()`` on the loop, sleeping through flood waits of any length."""
+        for _ in range(self._retries * 4):
+            try:
+                return self._loop.run(make(), self._timeout)
+            except StoreUnavailable as exc:
+                log.info("telegram asks to wait %d s; recovery waits", exc.retry_after)
+                time.sleep(exc.retry_after)
+        return self._loop.run(make(), self._timeout)
+
+    async def _chunk_messages_after(
+        self, index: int, after: int
+    ) -> tuple[list[tuple[int, int, int]], int] | None:
+        """The chunk messages among the next 100 messages after id ``after``, and the
+        last id of that page; None when there are no more."""
         account, pacer = self._accounts[index], self._pacers[index]
-
-        async def collect() -> list[tuple[int, int, int]]:
-            found = []
-            async for message in account.client.iter_messages(account.peer, reverse=True):
-                parsed = parse_caption(message.message)
-                if parsed is not None and message.media is not None:
-                    found.append((message.id, parsed[1], parsed[2]))
-            return found
-
-        return await pacer.call("list the channel", collect)
+        page = await pacer.call(
+            "list the channel",
+            lambda: account.client.get_messages(account.peer, limit=100, min_id=after, reverse=True),
+        )
+        if not page:
+            return None
+        found = []
+        for message in page:
+            parsed = parse_caption(message.message)
+            if parsed is not None and message.media is not None:
+                found.append((message.id, parsed[1], parsed[2]))
+        return found, max(message.id for message in page)
 
     async def _read_document_bytes(self, index: int, message_id: int, offset: int, length: int) -> bytes:
         windows = getfile_windows(offset, offset + length)

@@ -16,8 +16,9 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,21 @@ _INVITE = re.compile(r"^(?:https?://)?(?:t\.me|telegram\.me)/(?:\+|joinchat/)([\
 _LOGIN_TIMEOUT = 600.0
 
 
-def make_client(session: StringSession, api_id: int, api_hash: str) -> TelegramClient:
-    """The one place a TelegramClient is built (tests replace it with the fake)."""
-    return TelegramClient(
+def make_client(
+    session: StringSession,
+    api_id: int,
+    api_hash: str,
+    client_class: Callable[..., TelegramClient] = TelegramClient,
+) -> TelegramClient:
+    """The one place a TelegramClient is built, with the options davfs relies on (tests
+    and the bench pass the fake's client class)."""
+    return client_class(
         session,
         api_id,
         api_hash,
         flood_sleep_threshold=0,
         request_retries=3,
+        raise_last_call_error=True,  # else telethon ends its retries with a bare ValueError
         receive_updates=False,
         device_model="davfs",
     )
@@ -53,7 +61,7 @@ class SessionFile:
 
     path: Path
     kind: str
-    session: str
+    session: str = field(repr=False)
     channel: str
     peer: dict[str, int] | None
 
@@ -101,6 +109,12 @@ def open_telegram_store(
             f"telegram needs a signed-in account but {data_dir / SESSION_FOLDER} has none; run `davfs login`",
         )
     _require_api_credentials(settings)
+    if settings.channel == "me" and len(paths) > 1:
+        raise ConfigError(
+            "davfs.telegram.channel",
+            f"'me' (Saved Messages) is one account's own; {len(paths)} sessions are in "
+            f"{data_dir / SESSION_FOLDER}: use a channel they all administer, or keep one session",
+        )
     loop = EventLoopThread()
     try:
         accounts = [
@@ -225,7 +239,7 @@ def login(
     session = StringSession()
     client = make_client(session, settings.api_id, settings.api_hash)
     try:
-        loop.run(_sign_in(client, bot_token, prompts), _LOGIN_TIMEOUT)
+        _sign_in(client, loop, bot_token, prompts)
         is_bot, me = loop.run(_whoami(client), settings.request_timeout)
         peer = loop.run(resolve_peer(client, settings.channel), settings.request_timeout)
         kind = "bot" if is_bot else "user"
@@ -249,18 +263,34 @@ def login(
     return saved
 
 
-async def _sign_in(client: TelegramClient, bot_token: str | None, prompts: LoginPrompts) -> None:
-    try:
-        await client.connect()
+def _sign_in(
+    client: TelegramClient, loop: EventLoopThread, bot_token: str | None, prompts: LoginPrompts
+) -> None:
+    """Sign in step by step: Telegram's calls run on the loop, the questions on this
+    (the terminal's) thread, so a slow answer never stalls the loop."""
+
+    def call(coro: Coroutine[Any, Any, Any]) -> Any:
+        return loop.run(coro, _LOGIN_TIMEOUT)
+
+    with _login_errors():
+        call(client.connect())
         if bot_token:
-            await client.sign_in(bot_token=bot_token)
+            call(client.sign_in(bot_token=bot_token))
             return
         phone = prompts.phone().strip()
-        await client.send_code_request(phone)
+        call(client.send_code_request(phone))
+        code = prompts.code().strip()
         try:
-            await client.sign_in(phone=phone, code=prompts.code().strip())
+            call(client.sign_in(phone=phone, code=code))
         except errors.SessionPasswordNeededError:
-            await client.sign_in(password=prompts.password())
+            password = prompts.password()
+            call(client.sign_in(password=password))
+
+
+@contextmanager
+def _login_errors() -> Iterator[None]:
+    try:
+        yield
     except errors.ApiIdInvalidError:
         raise _bad_api_credentials() from None
     except (errors.AccessTokenInvalidError, errors.AccessTokenExpiredError):

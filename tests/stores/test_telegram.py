@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from davfs.errors import ChunkMissing, StoreError, StoreUnavailable
+from davfs.errors import ChunkMissing, ConfigError, StoreError, StoreUnavailable
 from davfs.stores.base import ChunkMeta
 from davfs.stores.telegram import TelegramStore, getfile_windows, parse_caption
 from tests.stores.conformance import StoreConformance
@@ -159,3 +159,25 @@ def test_bots_cannot_list_the_channel_and_say_so(telegram: TelegramRig) -> None:
     store = telegram.open_store()
     with pytest.raises(StoreError, match="user session"):
         list(store.iter_chunks())
+
+
+def test_listing_pages_through_a_long_channel(telegram: TelegramRig) -> None:
+    store = telegram.open_store()
+    stored = {put(store, 10 + i)[0] for i in range(230)}
+    telegram.fake.inject("GetHistoryRequest", "FLOOD_WAIT_1")  # recovery waits it out
+    assert {locator for locator, _ in store.iter_chunks()} == stored
+
+
+def test_saved_messages_are_one_accounts_own(telegram: TelegramRig) -> None:
+    second = telegram.fake.add_user("+15550009")
+    telegram.sign_in(second)
+    with pytest.raises(ConfigError, match="Saved Messages"):
+        telegram.open_store(channel="me")
+
+
+def test_a_revoked_session_is_one_clear_error(telegram: TelegramRig) -> None:
+    store = telegram.open_store()
+    locator, _ = put(store, 1000)
+    telegram.fake.revoke(telegram.user)
+    with pytest.raises(StoreError, match="davfs login"):
+        store.get(locator, 0, 10)
