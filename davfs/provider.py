@@ -44,6 +44,7 @@ from wsgidav.dav_error import (
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.util import etree
 
+from davfs import listing
 from davfs.catalog import ABSENT, Catalog, Node, split_path
 from davfs.errors import DavfsError, IntegrityError, StoreUnavailable
 from davfs.reader import ChunkReader
@@ -151,6 +152,11 @@ class DavfsProvider(DAVProvider):  # type: ignore[misc]
                     context_info="PROPFIND with Depth: infinity is disabled (davfs.propfind_infinity)",
                     err_condition=PRECONDITION_CODE_PropfindFiniteDepth,
                 )
+        if (
+            method == "PROPFIND"
+            and (listing_body := listing.answer(self, environ, start_response)) is not None
+        ):
+            return listing_body
         return default_handler(environ, start_response)
 
     def get_resource_inst(self, path: str | None, environ: dict[str, Any]) -> DavfsFolder | DavfsFile | None:
