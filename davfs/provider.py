@@ -57,7 +57,10 @@ _MS_NAMESPACE = "{urn:schemas-microsoft-com:}"
 MAX_XML_BODY = 1024 * 1024
 """Largest request body other than a PUT's (PROPFIND, PROPPATCH, LOCK are small XML)."""
 _LATEST_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
-_READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
+_MEMO_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND", "PUT"})
+"""Requests that may remember what a path resolved to for their own duration: they
+change nothing, or (PUT) change only the one file, at the very end, conditionally on
+the version they resolved."""
 _CONDITIONAL_HEADERS = (
     "HTTP_IF",
     "HTTP_IF_MATCH",
@@ -163,11 +166,8 @@ class DavfsProvider(DAVProvider):  # type: ignore[misc]
         if path is None:
             return None  # wsgidav asks for the parent of "/"
         # wsgidav resolves the same path several times per request (middleware, handler).
-        # Requests that change nothing remember the answer for their own duration.
         memo: dict[str, Node | None] = (
-            environ.setdefault("davfs.resolved", {})
-            if environ.get("REQUEST_METHOD") in _READ_ONLY_METHODS
-            else {}
+            environ.setdefault("davfs.resolved", {}) if environ.get("REQUEST_METHOD") in _MEMO_METHODS else {}
         )
         if path not in memo:
             with _dav_errors():

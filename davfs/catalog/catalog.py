@@ -455,7 +455,6 @@ class Catalog:
                 )
                 conn.execute(update(versions).where(versions.c.id == version_id).values(node_id=node_id))
                 created = now
-                _log_node(conn, node_id, parent_id, name, False, now, modified)
             else:
                 conn.execute(
                     update(nodes)
@@ -464,14 +463,20 @@ class Catalog:
                 )
                 self._retire(conn, existing.version_id, now)
                 created = existing.created
-            _log(
-                conn,
+            version_entry = _entry(
                 "version",
                 node=node_id,
                 size=size,
                 modified=modified,
                 chunks=[[c.chunk_hash, c.size] for c in stored],
             )
+            if existing is None:  # one statement for both entries
+                node_entry = _entry(
+                    "node", id=node_id, parent=parent_id, name=name, dir=False, created=now, modified=modified
+                )
+                conn.execute(insert(oplog), [{"entry": node_entry}, {"entry": version_entry}])
+            else:
+                conn.execute(insert(oplog).values(entry=version_entry))
             if upload_id is not None:
                 conn.execute(sql_delete(upload_chunks).where(upload_chunks.c.upload_id == upload_id))
                 conn.execute(sql_delete(uploads).where(uploads.c.id == upload_id))
@@ -811,7 +816,11 @@ def _delete_tree(conn: Connection, node_id: int, name: str, *, recursive: bool) 
 
 
 def _log(conn: Connection, op: str, **fields: Any) -> None:
-    conn.execute(insert(oplog).values(entry=json.dumps({"op": op, **fields}, separators=(",", ":"))))
+    conn.execute(insert(oplog).values(entry=_entry(op, **fields)))
+
+
+def _entry(op: str, **fields: Any) -> str:
+    return json.dumps({"op": op, **fields}, separators=(",", ":"))
 
 
 def _log_node(
