@@ -143,6 +143,27 @@ _CHILD_BY_NAME = (
     .select_from(_NODE_FROM)
     .where(nodes.c.parent_id == bindparam("parent_id"), nodes.c.name == bindparam("name"))
 )
+# Built once too: every download takes a snapshot with these two.
+_VERSION_HEAD = (
+    select(versions.c.size, versions.c.etag, nodes.c.modified)
+    .select_from(versions.outerjoin(nodes, nodes.c.id == versions.c.node_id))
+    .where(versions.c.id == bindparam("version_id"))
+)
+_VERSION_EXTENTS = (
+    select(
+        extents.c.offset,
+        extents.c.length,
+        chunks.c.chunk_hash,
+        chunks.c.locator,
+        chunks.c.size,
+        chunks.c.block_size,
+        chunks.c.block_hashes,
+    )
+    .select_from(extents.join(chunks, chunks.c.chunk_hash == extents.c.chunk_hash))
+    .where(extents.c.version_id == bindparam("version_id"))
+    .order_by(extents.c.seq)
+)
+_IS_DIR = select(nodes.c.is_dir).where(nodes.c.id == bindparam("node_id"))
 
 
 def _node(row: object) -> Node:
@@ -264,27 +285,10 @@ class Catalog:
     def snapshot(self, version_id: int, path: str) -> FileSnapshot:
         """Everything a download of one version needs, read in one statement."""
         with self._read() as conn:
-            head = conn.execute(
-                select(versions.c.size, versions.c.etag, nodes.c.modified)
-                .select_from(versions.outerjoin(nodes, nodes.c.id == versions.c.node_id))
-                .where(versions.c.id == version_id)
-            ).first()
+            head = conn.execute(_VERSION_HEAD, {"version_id": version_id}).first()
             if head is None:
                 raise NotFound(f"version {version_id} of {path}")
-            rows = conn.execute(
-                select(
-                    extents.c.offset,
-                    extents.c.length,
-                    chunks.c.chunk_hash,
-                    chunks.c.locator,
-                    chunks.c.size,
-                    chunks.c.block_size,
-                    chunks.c.block_hashes,
-                )
-                .select_from(extents.join(chunks, chunks.c.chunk_hash == extents.c.chunk_hash))
-                .where(extents.c.version_id == version_id)
-                .order_by(extents.c.seq)
-            ).all()
+            rows = conn.execute(_VERSION_EXTENTS, {"version_id": version_id}).all()
         parts = tuple(
             Extent(
                 ChunkInfo(r.chunk_hash, r.locator, r.size, r.block_size, bytes(r.block_hashes)),
@@ -698,7 +702,7 @@ class Catalog:
     # --- helpers -----------------------------------------------------------------
 
     def _require_folder(self, conn: Connection, folder_id: int) -> None:
-        is_dir = conn.scalar(select(nodes.c.is_dir).where(nodes.c.id == folder_id))
+        is_dir = conn.scalar(_IS_DIR, {"node_id": folder_id})
         if is_dir is None:
             raise NotFound(f"folder {folder_id}")
         if not is_dir:
