@@ -1,4 +1,4 @@
-"""``davfs`` command line: serve, login, and ls/put/get straight on the catalog and store.
+"""``davfs`` command line: serve, login, fsck, recover, and ls/put/get straight on the catalog and store.
 
 ``ls``/``put``/``get`` use the same reader and writer as the server (so they verify and
 commit exactly the same way) without needing a running server. Errors print one line
@@ -22,6 +22,7 @@ from tqdm import tqdm
 from davfs.catalog import Catalog, Node, split_path
 from davfs.config import DavfsConfig, load_config
 from davfs.errors import CatalogError, DavfsError, NotAFolder, NotFound
+from davfs.fsck import fsck
 from davfs.manifest import ManifestWriter, recover
 from davfs.reader import ChunkReader
 from davfs.stores import open_configured_store
@@ -80,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     login.set_defaults(func=_login)
 
+    check = commands.add_parser("fsck", help="check that every file is whole (exit 0: clean, 1: problems)")
+    check.add_argument(
+        "--verify",
+        action="store_true",
+        help="also read back and re-hash every block of every file in the store",
+    )
+    check.set_defaults(func=_fsck)
+
     recover = commands.add_parser(
         "recover", help="rebuild a lost catalog from the store's chunks and manifests"
     )
@@ -136,6 +145,20 @@ def _login(config: DavfsConfig, args: argparse.Namespace) -> int:
     print("davfs:\n  store: telegram\n  telegram:")
     print(f"    channel: {settings.channel!r}\n    api_id: {settings.api_id}\n    api_hash: <your api_hash>")
     return 0
+
+
+def _fsck(config: DavfsConfig, args: argparse.Namespace) -> int:
+    with _Drive(config) as drive:
+        total = drive.catalog.used_bytes() if args.verify else 0
+        with _progress(total, "verify", quiet=not args.verify) as bar:
+            report = fsck(drive.catalog, drive.store, verify=args.verify, progress=bar.update)
+    for line in report.lines():
+        print(line)
+    verified = (
+        f", {report.chunks_verified} chunks ({report.bytes_verified} bytes) re-hashed" if args.verify else ""
+    )
+    print(f"{'clean' if report.clean else 'PROBLEMS FOUND'}{verified}", file=sys.stderr)
+    return 0 if report.clean else 1
 
 
 def _recover(config: DavfsConfig, args: argparse.Namespace) -> int:

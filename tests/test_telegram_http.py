@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 
 from davfs.catalog import Catalog
+from davfs.fsck import fsck
 from davfs.manifest import recover
 from tests.conftest import MiB, RunningServer
 from tests.telegram_rig import TelegramRig
@@ -136,6 +137,7 @@ def test_random_faults_never_yield_a_wrong_byte_or_a_broken_file(
         assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == digest
     running.app.manifests.flush()
     assert channel_messages(telegram) >= referenced_messages(running)
+    assert fsck(running.app.catalog, running.app.store, verify=True).lines() == []
 
 
 def test_recover_rebuilds_the_catalog_from_the_channel(

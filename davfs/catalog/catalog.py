@@ -346,6 +346,68 @@ class Catalog:
             if child.is_dir:
                 yield from self.walk(child.id, path)
 
+    # --- checks ------------------------------------------------------------------
+
+    def integrity_problems(self) -> list[str]:
+        """Every way the catalog disagrees with itself ([] when consistent): reference
+        counts that do not match the extents using a chunk (a chunk with no extents and
+        a count of one is a manifest, kept on purpose), extents naming unknown chunks,
+        nodes under a missing parent or without their own live version."""
+        problems: list[str] = []
+        with self._read() as conn:
+            counts = {r[0]: int(r[1]) for r in conn.execute(select(chunks.c.chunk_hash, chunks.c.refcount))}
+            uses = Counter(conn.scalars(select(extents.c.chunk_hash)))
+            tree = {
+                r[0]: (r[1], bool(r[2]), r[3])
+                for r in conn.execute(
+                    select(nodes.c.id, nodes.c.parent_id, nodes.c.is_dir, nodes.c.version_id)
+                )
+            }
+            owners = {
+                r[0]: (r[1], r[2])
+                for r in conn.execute(select(versions.c.id, versions.c.node_id, versions.c.retired))
+            }
+        for chunk_hash, refcount in counts.items():
+            used = uses.get(chunk_hash, 0)
+            if refcount != used and not (used == 0 and refcount == 1):
+                problems.append(
+                    f"chunk {chunk_hash[:16]}: reference count {refcount}, used by {used} extents"
+                )
+        for chunk_hash in uses.keys() - counts.keys():
+            problems.append(f"chunk {chunk_hash[:16]} is used by a version but unknown to the catalog")
+        for node_id, (parent_id, is_dir, version_id) in tree.items():
+            if parent_id is not None and (parent_id not in tree or not tree[parent_id][1]):
+                problems.append(f"node {node_id}: its parent {parent_id} is not a folder")
+            if version_id is not None and owners.get(version_id) != (node_id, None):
+                problems.append(f"node {node_id}: version {version_id} is not its own live version")
+            if version_id is None and not is_dir:
+                problems.append(f"file node {node_id} has no version")
+        return problems
+
+    def live_chunks(self) -> Iterator[tuple[StoredChunk, list[str]]]:
+        """Every chunk a current file uses, with the paths of the files using it."""
+        paths = {node.version_id: path for path, node in self.walk() if node.version_id is not None}
+        users: dict[str, list[str]] = {}
+        with self._read() as conn:
+            for version_id, chunk_hash in conn.execute(select(extents.c.version_id, extents.c.chunk_hash)):
+                if version_id in paths:
+                    users.setdefault(chunk_hash, []).append(paths[version_id])
+            rows = conn.execute(
+                select(
+                    chunks.c.chunk_hash,
+                    chunks.c.locator,
+                    chunks.c.size,
+                    chunks.c.block_size,
+                    chunks.c.block_hashes,
+                )
+            ).all()
+        for r in rows:
+            if r.chunk_hash in users:
+                yield (
+                    StoredChunk(r.chunk_hash, r.locator, r.size, r.block_size, bytes(r.block_hashes)),
+                    sorted(set(users[r.chunk_hash])),
+                )
+
     # --- changes -----------------------------------------------------------------
 
     def mkdir(self, parent_id: int, name: str) -> Node:
