@@ -9,9 +9,11 @@ COPY racing an overwrite), and reads never wait for writes.
   upgrades its read lock.
 - PostgreSQL (several davfs instances on one database): every write transaction first
   takes one transaction-scoped advisory lock, the cross-process equivalent of
-  ``BEGIN IMMEDIATE``; reads run under READ COMMITTED beside it. Write transactions are
-  a few milliseconds of metadata, so one queue costs little and rules out the
-  serialization failures and retry loops that finer locking would need.
+  ``BEGIN IMMEDIATE``; reads run under READ COMMITTED beside it. One queue rules out
+  the serialization failures and retry loops that finer locking would need; its price
+  is that metadata writes of all instances together run one at a time (a small PUT's
+  commit takes about 18 ms against a local PostgreSQL on the test machine, mostly
+  statement overhead, so about 55 small files per second in total).
 """
 
 from __future__ import annotations
