@@ -17,6 +17,7 @@ list of the live properties below. Everything else (``propname``, other properti
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -169,9 +170,10 @@ def _live_values(resource: DavfsFolder | DavfsFile) -> Iterator[tuple[str, str |
         yield "resourcetype", "<D:collection/>"
     else:
         yield "resourcetype", None
+    # Dates, numbers and ETags (hex) are never escaped: their formats hold no markup.
     created = resource.get_creation_date()
     if created is not None:
-        yield "creationdate", escape(util.get_rfc3339_time(created))
+        yield "creationdate", util.get_rfc3339_time(created)
     if resource.is_collection:
         used, available = resource.provider.quota()
         if used is not None:
@@ -180,14 +182,29 @@ def _live_values(resource: DavfsFolder | DavfsFile) -> Iterator[tuple[str, str |
             yield "quota-available-bytes", str(available)
     else:
         yield "getcontentlength", str(resource.get_content_length())
-        yield "getcontenttype", escape(resource.get_content_type())
+        yield "getcontenttype", _content_type(resource.name)
     modified = resource.get_last_modified()
     if modified is not None:
-        yield "getlastmodified", escape(util.get_rfc1123_time(modified))
+        yield "getlastmodified", util.get_rfc1123_time(modified)
     yield "displayname", escape(resource.get_display_name())
     etag = None if resource.is_collection else resource.get_etag()
     if etag is not None:
-        yield "getetag", escape(f'"{etag}"')
+        yield "getetag", f'"{etag}"'
+
+
+@functools.lru_cache(maxsize=1024)
+def _type_of(name: str) -> str:
+    return escape(str(util.guess_mime_type(name)))
+
+
+def _content_type(name: str) -> str:
+    """What ``DavfsFile.get_content_type`` says, looked up once per kind of name: the
+    MIME type depends only on the last two suffixes (``.tar.gz``), so ``x`` stands in
+    for the rest. Names starting with a dot have no suffix to mimetypes; asked as is."""
+    if name.startswith("."):
+        return _type_of(name)
+    suffixes = name.rsplit(".", 2)[1:]
+    return _type_of(".".join(["x", *suffixes]))
 
 
 def _element(name: str, value: str | None) -> str:

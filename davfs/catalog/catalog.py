@@ -166,19 +166,10 @@ _VERSION_EXTENTS = (
 _IS_DIR = select(nodes.c.is_dir).where(nodes.c.id == bindparam("node_id"))
 
 
-def _node(row: object) -> Node:
-    r = row._mapping  # type: ignore[attr-defined]
-    return Node(
-        id=r["id"],
-        parent_id=r["parent_id"],
-        name=r["name"],
-        is_dir=bool(r["is_dir"]),
-        created=r["created"],
-        modified=r["modified"],
-        version_id=r["version_id"],
-        size=r["size"] or 0,
-        etag=r["etag"],
-    )
+def _node(row: Any) -> Node:
+    """A Node from a row of ``_NODE_COLUMNS`` (by position: listings build thousands)."""
+    node_id, parent_id, name, is_dir, created, modified, version_id, size, etag = row
+    return Node(node_id, parent_id, name, bool(is_dir), created, modified, version_id, size or 0, etag)
 
 
 class Catalog:
