@@ -449,18 +449,7 @@ class Catalog:
                     select(func.count()).select_from(chunks).where(chunks.c.chunk_hash == chunk.chunk_hash)
                 ):
                     continue
-                conn.execute(
-                    insert(chunks).values(
-                        chunk_hash=chunk.chunk_hash,
-                        locator=chunk.locator,
-                        size=chunk.size,
-                        block_size=chunk.block_size,
-                        block_hashes=chunk.block_hashes,
-                        refcount=0,
-                        unreferenced_since=now,
-                        created=now,
-                    )
-                )
+                conn.execute(insert(chunks).values(**_chunk_row(chunk, refcount=0, now=now)))
             conn.execute(sql_delete(upload_chunks).where(upload_chunks.c.upload_id == upload_id))
             conn.execute(sql_delete(uploads).where(uploads.c.id == upload_id))
 
@@ -733,16 +722,16 @@ class Catalog:
                 if item.id == ROOT_ID:
                     conn.execute(update(nodes).where(nodes.c.id == ROOT_ID).values(modified=item.modified))
                 else:
-                    conn.execute(
-                        insert(nodes).values(
-                            id=item.id,
-                            parent_id=item.parent,
-                            name=item.name,
-                            is_dir=item.is_dir,
-                            version_id=version_id,
-                            created=item.created,
-                            modified=item.modified,
-                        )
+                    assert item.parent is not None  # only the root has no parent
+                    _insert_node(
+                        conn,
+                        item.parent,
+                        item.name,
+                        is_dir=item.is_dir,
+                        version_id=version_id,
+                        created=item.created,
+                        modified=item.modified,
+                        node_id=item.id,
                     )
                 if item.props:
                     conn.execute(
@@ -776,19 +765,7 @@ class Catalog:
             conn, Counter(c.chunk_hash for c in stored), {h: c.locator for h, c in first.items()}
         )
         for chunk_hash, count in unknown.items():
-            c = first[chunk_hash]
-            conn.execute(
-                insert(chunks).values(
-                    chunk_hash=chunk_hash,
-                    locator=c.locator,
-                    size=c.size,
-                    block_size=c.block_size,
-                    block_hashes=c.block_hashes,
-                    refcount=count,
-                    unreferenced_since=None,
-                    created=now,
-                )
-            )
+            conn.execute(insert(chunks).values(**_chunk_row(first[chunk_hash], refcount=count, now=now)))
 
     def _add_references(
         self, conn: Connection, counts: Counter[str], locators: Mapping[str, str] | None = None
@@ -920,7 +897,10 @@ def _insert_node(
     version_id: int | None,
     created: float,
     modified: float,
+    node_id: int | None = None,
 ) -> int:
+    """Insert a node; ``node_id`` keeps a recovered node's id, else the database picks one."""
+    values = {"id": node_id} if node_id is not None else {}
     statement = insert(nodes).values(
         parent_id=parent_id,
         name=name,
@@ -928,8 +908,23 @@ def _insert_node(
         version_id=version_id,
         created=created,
         modified=modified,
+        **values,
     )
     return _new_id(conn.execute(statement))
+
+
+def _chunk_row(chunk: StoredChunk, *, refcount: int, now: float) -> dict[str, Any]:
+    """A ``chunks`` row for a stored chunk; unreferenced (gc may take it later) if refcount is 0."""
+    return {
+        "chunk_hash": chunk.chunk_hash,
+        "locator": chunk.locator,
+        "size": chunk.size,
+        "block_size": chunk.block_size,
+        "block_hashes": chunk.block_hashes,
+        "refcount": refcount,
+        "unreferenced_since": None if refcount else now,
+        "created": now,
+    }
 
 
 def _new_id(result: CursorResult[Any]) -> int:
