@@ -267,9 +267,9 @@ class TelegramStore:
         self._parallelism = parallelism
         self._retries = retries
         self._timeout = request_timeout
-        self._pacers = [
-            loop.run(_make_pacer(parallelism, flood_threshold, retries), timeout=10) for _ in self._accounts
-        ]
+        # asyncio primitives bind to the loop that first awaits them (Python ≥ 3.10),
+        # so pacers can be built here and used on the loop thread.
+        self._pacers = [Pacer(parallelism, flood_threshold, retries) for _ in self._accounts]
         self._turns = {work: itertools.cycle(range(len(self._accounts))) for work in ("put", "get")}
         self._next_lock = threading.Lock()
         self._documents: dict[tuple[int, int], _Document] = {}
@@ -410,13 +410,7 @@ class TelegramStore:
             raise ValueError(f"range {offset}+{length} outside chunk of {document.chunk_size} bytes")
         if length == 0:
             return b""
-        windows = getfile_windows(offset, offset + length)
-        pieces = await asyncio.gather(
-            *(self._get_window(index, message_id, start, limit) for start, limit in windows)
-        )
-        data = b"".join(pieces)
-        skip = offset - windows[0][0]
-        result = data[skip : skip + length]
+        result = await self._read_document_bytes(index, message_id, offset, length)
         if len(result) != length:
             raise StoreError("telegram", f"message {message_id} returned {len(result)} of {length} bytes")
         return result
@@ -546,6 +540,8 @@ class TelegramStore:
         return found, max(message.id for message in page)
 
     async def _read_document_bytes(self, index: int, message_id: int, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset+length) of a message's document (chunk or trailer), its
+        getFile windows fetched at once; shorter only if the document ends first."""
         windows = getfile_windows(offset, offset + length)
         pieces = await asyncio.gather(
             *(self._get_window(index, message_id, start, limit) for start, limit in windows)
@@ -567,11 +563,6 @@ class TelegramStore:
         """Round-robin, separately for uploads and reads so both spread over all accounts."""
         with self._next_lock:
             return next(self._turns[work])
-
-
-async def _make_pacer(parallelism: int, flood_threshold: int, retries: int) -> Pacer:
-    """Pacers own asyncio primitives, so they are made on the loop that uses them."""
-    return Pacer(parallelism, flood_threshold, retries)
 
 
 async def _disconnect(client: TelegramClient) -> None:
