@@ -3,7 +3,9 @@
 Two levels. The catalog check (always) compares the catalog with itself: reference
 counts, extents, the tree. ``--verify`` then reads every block of every chunk a current
 file uses back from the store and checks its SHA-256, exactly as a download would, and
-names the files a missing or damaged chunk belongs to. Nothing is changed: fsck only
+names the files a missing or damaged chunk belongs to. Chunks that only replaced
+versions (which a running download may still read) or manifests hold are checked for
+presence. Nothing is changed: fsck only
 reports, and its exit code says clean (0) or not (1).
 """
 
@@ -45,10 +47,12 @@ def fsck(
     catalog: Catalog, store: ChunkStore, *, verify: bool, progress: Callable[[int], None] | None = None
 ) -> FsckReport:
     report = FsckReport(catalog=catalog.integrity_problems())
-    for chunk, paths in catalog.live_chunks():
-        if not verify:
+    for chunk, paths in catalog.referenced_chunks():
+        if not (verify and paths):  # chunks no current file uses are checked for presence only
             if not store.exists(chunk.locator):
-                report.missing[chunk.chunk_hash] = paths
+                report.missing[chunk.chunk_hash] = paths or [
+                    "no current file (replaced versions or a manifest)"
+                ]
             continue
         try:
             intact = _verify_chunk(

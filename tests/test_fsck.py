@@ -79,3 +79,17 @@ def test_a_wrong_reference_count_is_a_catalog_problem(
     catalog.close()
     code, output = run_fsck(data_dir, capsys)
     assert code == 1 and "reference count" in output
+
+
+def test_chunks_only_replaced_versions_hold_must_still_be_there(
+    start_server: Callable[..., RunningServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A download that started before an overwrite still reads the old chunks."""
+    data_dir, first_chunks = data_with_files(start_server)
+    running = start_server(data_dir=data_dir, chunk_size="1MiB")
+    requests.put(running.url + "one.bin", data=b"replaced").raise_for_status()
+    running.stop()
+    assert run_fsck(data_dir, capsys)[0] == 0
+    LocalStore(str(data_dir / "store")).delete(first_chunks["one.bin"])
+    code, output = run_fsck(data_dir, capsys, "--verify")
+    assert code == 1 and "no current file" in output

@@ -375,8 +375,9 @@ class Catalog:
                 problems.append(f"file node {node_id} has no version")
         return problems
 
-    def live_chunks(self) -> Iterator[tuple[StoredChunk, list[str]]]:
-        """Every chunk a current file uses, with the paths of the files using it."""
+    def referenced_chunks(self) -> Iterator[tuple[StoredChunk, list[str]]]:
+        """Every chunk something still references, with the paths of the current files
+        using it (none for chunks only replaced versions or a manifest hold)."""
         paths = {node.version_id: path for path, node in self.walk() if node.version_id is not None}
         users: dict[str, list[str]] = {}
         with self._read() as conn:
@@ -390,14 +391,13 @@ class Catalog:
                     chunks.c.size,
                     chunks.c.block_size,
                     chunks.c.block_hashes,
-                )
+                ).where(chunks.c.refcount > 0)
             ).all()
         for r in rows:
-            if r.chunk_hash in users:
-                yield (
-                    StoredChunk(r.chunk_hash, r.locator, r.size, r.block_size, bytes(r.block_hashes)),
-                    sorted(set(users[r.chunk_hash])),
-                )
+            yield (
+                StoredChunk(r.chunk_hash, r.locator, r.size, r.block_size, bytes(r.block_hashes)),
+                sorted(set(users.get(r.chunk_hash, ()))),
+            )
 
     # --- changes -----------------------------------------------------------------
 
