@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
 from davfs.catalog import Catalog, Node, split_path
@@ -195,8 +196,11 @@ def _recover(config: DavfsConfig, args: argparse.Namespace) -> int:
 
 
 def _sqlite_file(url: str) -> Path | None:
-    prefix = "sqlite:///"
-    return Path(url[len(prefix) :]) if url.startswith(prefix) and url != prefix + ":memory:" else None
+    """The database file of an SQLite catalog URL (None for other engines or memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 class _Drive:
