@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,7 @@ def test_a_file_whose_chunks_are_gone_is_reported_not_restored(
     assert problems and "/lost.bin" in problems[0]
 
 
-def test_manifests_are_written_on_the_interval_and_entries_replay_once(tmp_path: Path) -> None:
+def test_a_flush_writes_pending_entries_once_and_recovery_replays_them(tmp_path: Path) -> None:
     catalog = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
     store = LocalStore(str(tmp_path / "store"))
     writer = ManifestWriter(catalog, store, interval=3600)
@@ -161,3 +162,20 @@ def test_a_second_recovery_keeps_the_first_ones_history(tmp_path: Path) -> None:
     second.close()
     tree, problems = recovered_from(store, tmp_path)
     assert problems == [] and set(tree) == {"/a", "/a/inner", "/b"}
+
+
+def test_the_writer_thread_flushes_on_its_interval(tmp_path: Path) -> None:
+    catalog = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    store = LocalStore(str(tmp_path / "store"))
+    writer = ManifestWriter(catalog, store, interval=0.1)
+    writer.start()
+    try:
+        catalog.mkdir(1, "a")
+        deadline = time.monotonic() + 10
+        while catalog.pending_log(10) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert catalog.pending_log(10) == []
+        assert [meta.kind for _, meta in store.iter_chunks()] == ["manifest"]
+    finally:
+        writer.close()
+        catalog.close()
