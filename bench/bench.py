@@ -250,7 +250,13 @@ def start_server(spec: ServerSpec, work: Path, budget: Budget) -> Server:
     log_path = work / f"server-{spec.key}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAVFS_", "RCLONE_"))}
     if spec.kind == "davfs":
-        env.update(DAVFS_PORT=str(port), DAVFS_DATA_DIR=str(data), DAVFS_CONFIG=os.devnull, DAVFS_HOST=HOST)
+        env.update(
+            DAVFS_PORT=str(port),
+            DAVFS_DATA_DIR=str(data),
+            DAVFS_CONFIG=os.devnull,
+            DAVFS_HOST=HOST,
+            DAVFS_ANONYMOUS="true",
+        )
         cmd = [sys.executable, str(REPO / "run_server.py")]
     elif spec.kind == "rclone":
         assert spec.exe is not None

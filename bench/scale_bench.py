@@ -51,7 +51,9 @@ def free_port() -> int:
 def start_instance(config: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAVFS_")}
-    env.update(DAVFS_CONFIG=str(config), DAVFS_PORT=str(port), DAVFS_DATA_DIR=str(data_dir))
+    env.update(
+        DAVFS_CONFIG=str(config), DAVFS_PORT=str(port), DAVFS_DATA_DIR=str(data_dir), DAVFS_ANONYMOUS="true"
+    )
     process = subprocess.Popen(
         [sys.executable, str(REPO / "run_server.py")],
         env=env,

@@ -134,7 +134,9 @@ def server_on_fake(fake: FakeTelegram, work: Path, *, parallel: bool) -> Iterato
     config_path = work / f"{data_dir.name}.yaml"
     config_path.write_text(json.dumps({"davfs": davfs}))
     config = load_config(
-        config_path, environ={}, overrides={"data_dir": str(data_dir), "port": 0, "host": HOST}
+        config_path,
+        environ={},
+        overrides={"data_dir": str(data_dir), "port": 0, "host": HOST, "anonymous": True},
     )
     assert config.telegram is not None
     store = open_telegram_store(config.telegram, config.data_dir, spool_dir=str(data_dir))

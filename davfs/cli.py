@@ -100,6 +100,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     recover.set_defaults(func=_recover)
 
+    hash_password = commands.add_parser(
+        "hash-password", help="print a password_hash for davfs.users (the password is asked)"
+    )
+    hash_password.add_argument("user")
+    hash_password.set_defaults(func=_hash_password)
+
+    windows = commands.add_parser(
+        "windows-setup", help="print the Windows steps for this server and write a .reg file"
+    )
+    windows.add_argument(
+        "--reg", type=Path, default=Path("davfs-windows.reg"), help="where to write the registry file"
+    )
+    windows.set_defaults(func=_windows_setup)
+
     ls = commands.add_parser("ls", help="list a folder")
     ls.add_argument("path", nargs="?", default="/")
     ls.set_defaults(func=_ls)
@@ -145,6 +159,34 @@ def _login(config: DavfsConfig, args: argparse.Namespace) -> int:
     print("put this in wsgidav.yaml (or set DAVFS_TELEGRAM_API_ID / DAVFS_TELEGRAM_API_HASH):")
     print("davfs:\n  store: telegram\n  telegram:")
     print(f"    channel: {settings.channel!r}\n    api_id: {settings.api_id}\n    api_hash: <your api_hash>")
+    return 0
+
+
+def _hash_password(_config: DavfsConfig, args: argparse.Namespace) -> int:
+    from davfs.auth import parse_users, password_hash
+
+    parse_users({args.user: "x"})  # refuses names that cannot log in
+    password = getpass.getpass(f"Password for {args.user}: ")
+    if not password or password != getpass.getpass("Again: "):
+        print("davfs: the passwords are empty or differ; nothing printed", file=sys.stderr)
+        return 1
+    print(f"davfs:\n  users:\n    {args.user}:\n      password_hash: {password_hash(args.user, password)}")
+    return 0
+
+
+def _windows_setup(config: DavfsConfig, args: argparse.Namespace) -> int:
+    from davfs.auth import GENERATED_USER_FILE
+    from davfs.connect import windows_registry_file, windows_setup_text
+
+    args.reg.write_bytes(
+        b"\xff\xfe" + windows_registry_file(config).encode("utf-16-le")
+    )  # regedit: UTF-16LE + BOM
+    user = next(iter(config.users), None)
+    if user is None and not config.anonymous and (config.data_dir / GENERATED_USER_FILE).is_file():
+        from davfs.auth import generated_user
+
+        user = generated_user(config.data_dir).name
+    print(windows_setup_text(config, str(args.reg), user or "USER"))
     return 0
 
 

@@ -13,6 +13,7 @@ import copy
 import ipaddress
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from davfs.auth import User, parse_users
 from davfs.errors import ConfigError
 
 MiB = 1024 * 1024
@@ -63,7 +65,15 @@ class DavfsConfig:
     upload_in_flight: int = 2
     threads: int = 64
     socket_timeout: int = 300
+    users: Mapping[str, User] = field(default_factory=dict, repr=False)
+    """``davfs.users`` / ``DAVFS_USERS``; empty (and not anonymous): a user is generated."""
+    anonymous: bool = False
+    """No authentication at all; only on loopback unless allow_anonymous_remote."""
     allow_anonymous_remote: bool = False
+    ssl_certificate: Path | None = None
+    """With ssl_private_key: serve HTTPS (cheroot's TLS), where Basic auth is offered."""
+    ssl_private_key: Path | None = None
+    ssl_certificate_chain: Path | None = None
     manifest_interval: int = 30
     """Seconds between manifests (batches of catalog changes written to the store so the
     store alone can rebuild the catalog; on Telegram each costs one message)."""
@@ -75,22 +85,18 @@ class DavfsConfig:
     """The rest of wsgidav.yaml, handed to WsgiDAVApp."""
 
     @property
-    def anonymous(self) -> bool:
-        """Whether the share is open without a password, judged on the user mapping
-        the server will really use (``user_mapping`` replaces davfs's default whole)."""
-        dc = (self.wsgidav.get("http_authenticator") or {}).get("domain_controller")
-        if dc not in (None, "wsgidav.dc.simple_dc.SimpleDomainController"):
-            return False
-        mapping = self.user_mapping
-        # wsgidav looks up the share's realm, then "*"; the root share's realm is "/" or "".
-        return any(mapping.get(realm, mapping.get("*")) is True for realm in ("/", ""))
+    def tls(self) -> bool:
+        return self.ssl_certificate is not None
 
     @property
-    def user_mapping(self) -> dict[str, Any]:
-        simple_dc = self.wsgidav.get("simple_dc") or {}
-        if "user_mapping" in simple_dc:
-            return dict(simple_dc["user_mapping"] or {})
-        return {"*": True}
+    def url(self) -> str:
+        """Where clients reach the server (a wildcard bind is shown as this machine's name)."""
+        host = self.host
+        if host in ("", "0.0.0.0", "::", "[::]"):
+            host = socket.gethostname()
+        elif ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/"
 
     @property
     def config_file(self) -> str | None:
@@ -98,7 +104,9 @@ class DavfsConfig:
         return str(value) if value else None
 
 
-_DAVFS_KEYS = {f.name for f in fields(DavfsConfig)} - {"host", "port", "wsgidav"}
+_TOP_LEVEL_KEYS = ("host", "port", "ssl_certificate", "ssl_private_key", "ssl_certificate_chain")
+"""wsgidav's own names for these, so they stay at the top of wsgidav.yaml."""
+_DAVFS_KEYS = {f.name for f in fields(DavfsConfig)} - {"wsgidav", *_TOP_LEVEL_KEYS}
 _ENV_KEYS = {f.name for f in fields(DavfsConfig)} - {"wsgidav", "telegram"}
 _TELEGRAM_KEYS = {f.name for f in fields(TelegramSettings)}
 TELEGRAM_CHUNK_SIZE = 64 * MiB
@@ -133,7 +141,7 @@ def load_config(
         if env_value is not None:
             telegram[key] = env_value
     values["telegram"] = telegram
-    for key in ("host", "port"):
+    for key in _TOP_LEVEL_KEYS:
         if key in raw:
             values[key] = raw.pop(key)
     for key in _ENV_KEYS:
@@ -189,6 +197,11 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
         socket_timeout=_integer(
             "socket_timeout", values.get("socket_timeout", DavfsConfig.socket_timeout), 10, 86400
         ),
+        users=parse_users(values.get("users")),
+        anonymous=_boolean("anonymous", values.get("anonymous", DavfsConfig.anonymous)),
+        ssl_certificate=_readable_file("ssl_certificate", values.get("ssl_certificate")),
+        ssl_private_key=_readable_file("ssl_private_key", values.get("ssl_private_key")),
+        ssl_certificate_chain=_readable_file("ssl_certificate_chain", values.get("ssl_certificate_chain")),
         allow_anonymous_remote=_boolean(
             "allow_anonymous_remote", values.get("allow_anonymous_remote", DavfsConfig.allow_anonymous_remote)
         ),
@@ -203,14 +216,20 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
     )
     if config.chunk_size % MiB or not MiB <= config.chunk_size <= 2000 * MiB:
         raise ConfigError("davfs.chunk_size", "must be a whole number of MiB between 1 MiB and 2000 MiB")
-    for key in ("ssl_certificate", "ssl_private_key", "ssl_certificate_chain"):
-        if wsgidav_conf.get(key):
-            raise ConfigError(key, "TLS is not supported by davfs yet; put a TLS-terminating proxy in front")
+    if (config.ssl_certificate is None) != (config.ssl_private_key is None):
+        raise ConfigError("ssl_certificate", "TLS needs both ssl_certificate and ssl_private_key")
+    if config.ssl_certificate_chain is not None and not config.tls:
+        raise ConfigError("ssl_certificate_chain", "is only used with ssl_certificate and ssl_private_key")
+    for key, replacement in (("simple_dc", "davfs.users"), ("http_authenticator", "davfs.users")):
+        if key in wsgidav_conf:
+            raise ConfigError(key, f"davfs manages users itself; list them under {replacement} (see README)")
+    if config.anonymous and config.users:
+        raise ConfigError("davfs.anonymous", "is on, but users are configured too; choose one")
     if not is_loopback(config.host) and config.anonymous and not config.allow_anonymous_remote:
         raise ConfigError(
             "host",
             f"{config.host} is reachable from other machines but anonymous access is on; "
-            "configure users under simple_dc.user_mapping in wsgidav.yaml, "
+            "turn davfs.anonymous off (users under davfs.users, or the generated one), "
             "or set davfs.allow_anonymous_remote: true if you really mean it",
         )
     return config
@@ -256,7 +275,19 @@ def is_loopback(host: str) -> bool:
 
 
 def _key(name: str) -> str:
-    return name if name in ("host", "port") else f"davfs.{name}"
+    return name if name in _TOP_LEVEL_KEYS else f"davfs.{name}"
+
+
+def _readable_file(name: str, value: Any) -> Path | None:
+    if value in (None, ""):
+        return None
+    path = Path(str(value)).expanduser()
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(_key(name), f"cannot read {path} ({exc.strerror})") from None
+    return path
 
 
 def _integer(name: str, value: Any, low: int, high: int) -> int:

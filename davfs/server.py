@@ -16,14 +16,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 from redis.exceptions import RedisError
+from wsgidav.default_conf import DEFAULT_CONFIG
+from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.lock_man.lock_storage import LockStorageShelve
 from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
 from wsgidav.util import dynamic_instantiate_class_from_opts
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from davfs.auth import DavfsAuthenticator, GeneratedUser, User, generated_user, wsgidav_auth_config
 from davfs.catalog import Catalog
 from davfs.config import DavfsConfig
+from davfs.connect import first_user_banner
 from davfs.errors import ConfigError
 from davfs.manifest import ManifestWriter
 from davfs.provider import DavfsProvider, disk_free
@@ -46,7 +51,16 @@ _WSGIDAV_DEFAULTS: dict[str, Any] = {
     "add_header_MS_Author_Via": True,
     "mutable_live_props": ["{DAV:}getlastmodified"],
     "hotfixes": {"emulate_win32_lastmod": True, "re_encode_path_info": True},
-    "dir_browser": {"enable": True, "icon": False, "response_trailer": "davfs"},
+    # The browser listing: no "Authenticated user: anonymous" line, and file links that
+    # download instead of trying to open Word (ms-word:) or LibreOffice URLs.
+    "dir_browser": {
+        "enable": True,
+        "icon": False,
+        "response_trailer": "davfs",
+        "show_user": False,
+        "ms_sharepoint_support": False,
+        "libre_office_support": False,
+    },
     "property_manager": None,
 }
 
@@ -61,6 +75,8 @@ class App:
     store: ChunkStore
     locks: Any
     manifests: ManifestWriter
+    generated_user: GeneratedUser | None
+    """Set when no users were configured and davfs made one up (printed at start)."""
 
     def close(self) -> None:
         self.provider.shutdown()
@@ -86,8 +102,19 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
         propfind_infinity=config.propfind_infinity,
     )
     locks = _lock_storage(config)
-    wsgidav_conf = _merge(copy.deepcopy(_WSGIDAV_DEFAULTS), dict(config.wsgidav))
-    wsgidav_conf.setdefault("simple_dc", {})["user_mapping"] = config.user_mapping  # whole, never merged
+    generated = None
+    users: dict[str, User] | None = None
+    if not config.anonymous:
+        users = dict(config.users)
+        if not users:
+            generated = generated_user(config.data_dir)
+            users = {generated.name: generated.user}
+    wsgidav_conf = _merge(copy.deepcopy(_WSGIDAV_DEFAULTS), wsgidav_auth_config(users, tls=config.tls))
+    _merge(wsgidav_conf, dict(config.wsgidav))
+    wsgidav_conf["middleware_stack"] = [
+        DavfsAuthenticator if layer is HTTPAuthenticator else layer
+        for layer in wsgidav_conf.get("middleware_stack", DEFAULT_CONFIG["middleware_stack"])
+    ]
     wsgidav_conf.update(
         host=config.host,
         port=config.port,
@@ -102,7 +129,7 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
     wsgidav_log.setLevel(logging.WARNING)
     manifests = ManifestWriter(catalog, store, interval=config.manifest_interval)
     manifests.start()
-    return App(app, provider, catalog, store, locks, manifests)
+    return App(app, provider, catalog, store, locks, manifests, generated)
 
 
 def _lock_storage(config: DavfsConfig) -> Any:
@@ -141,6 +168,15 @@ def make_server(config: DavfsConfig, app: App) -> wsgi.Server:
     )
     # cheroot reads request heads of any size before wsgidav (or authentication) runs.
     server.max_request_header_size = MAX_REQUEST_HEAD
+    if config.ssl_certificate is not None and config.ssl_private_key is not None:
+        try:
+            server.ssl_adapter = BuiltinSSLAdapter(
+                str(config.ssl_certificate),
+                str(config.ssl_private_key),
+                str(config.ssl_certificate_chain) if config.ssl_certificate_chain else None,
+            )
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError("ssl_certificate", f"cannot use this certificate and key ({exc})") from None
     return server
 
 
@@ -183,11 +219,12 @@ def serve(config: DavfsConfig) -> None:
     server = make_server(config, app)
     try:
         server.prepare()
-        host, port = server.bind_addr[:2]
         print(
-            f"davfs: serving http://{host}:{port}/  (data: {config.data_dir}, store: {config.store})",
+            f"davfs: serving {config.url}  (data: {config.data_dir}, store: {config.store})",
             flush=True,
         )
+        if app.generated_user is not None:
+            print(first_user_banner(config, app.generated_user), flush=True)
         server.serve()
     except KeyboardInterrupt:
         pass

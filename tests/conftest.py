@@ -49,8 +49,11 @@ class RunningServer:
 
 
 def davfs_config(data_dir: Path, **davfs: Any) -> DavfsConfig:
-    """A config for tests: no config file, port 0, the given davfs keys."""
+    """A config for tests: no config file, port 0, the given davfs keys; anonymous
+    (loopback only) unless users are given, so most tests need no credentials."""
     overrides: dict[str, Any] = {"data_dir": str(data_dir), "port": 0, "host": "127.0.0.1"}
+    if "users" not in davfs:
+        overrides["anonymous"] = True
     overrides.update(davfs)
     return load_config(os.devnull, environ={}, overrides=overrides)
 
@@ -70,7 +73,8 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
         thread = threading.Thread(target=server.serve, daemon=True)
         thread.start()
         host, port = server.bind_addr[:2]
-        running = RunningServer(f"http://{host}:{port}/", app, config, server, thread)
+        scheme = "https" if config.tls else "http"
+        running = RunningServer(f"{scheme}://{host}:{port}/", app, config, server, thread)
         started.append(running)
         return running
 
@@ -133,6 +137,7 @@ def spawn_server(
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("DAVFS_")}
     child_env.update({"DAVFS_PORT": str(port), "DAVFS_DATA_DIR": str(data_dir), "DAVFS_CONFIG": os.devnull})
     child_env.update(env or {})
+    child_env.setdefault("DAVFS_ANONYMOUS", "false" if "DAVFS_USERS" in child_env else "true")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, str(REPO / "run_server.py"), *(args or [])],

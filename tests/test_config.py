@@ -27,13 +27,13 @@ def test_defaults_serve_data_on_loopback_8080(tmp_path):
     assert config.store == "local:data/store"
     assert config.catalog_url == "sqlite:///data/catalog.sqlite"
     assert config.chunk_size == 20 * MiB
-    assert config.anonymous
+    assert not config.anonymous and not config.users  # the server makes a user up
 
 
 def test_the_shipped_wsgidav_yaml_is_valid_and_matches_the_defaults():
     config = load_config(REPO / "wsgidav.yaml", environ={})
     assert (config.host, config.port, config.chunk_size) == ("127.0.0.1", 8080, 20 * MiB)
-    assert config.data_dir == Path("data") and config.anonymous
+    assert config.data_dir == Path("data") and not config.anonymous and not config.users
 
 
 def test_environment_overrides_the_file(tmp_path):
@@ -67,6 +67,18 @@ def test_davfs_config_names_the_file(tmp_path):
         ("port: [unclosed\n", {}, "wsgidav.yaml:line"),
         ("- just\n- a list\n", {}, "wsgidav.yaml"),
         ("ssl_certificate: cert.pem\n", {}, "ssl_certificate"),
+        ("ssl_certificate: /dev/null\n", {}, "ssl_certificate"),  # no key
+        ("davfs:\n  users: [alice]\n", {}, "davfs.users"),
+        ("", {"DAVFS_USERS": "{unclosed"}, "davfs.users"),
+        ("davfs:\n  users:\n    'a:b': x\n", {}, "davfs.users.a:b"),
+        ("davfs:\n  users:\n    alice: ''\n", {}, "davfs.users.alice.password"),
+        ("davfs:\n  users:\n    alice: {password_hash: abc}\n", {}, "davfs.users.alice.password_hash"),
+        ("davfs:\n  users:\n    alice: {password: x, password_hash: x}\n", {}, "davfs.users.alice"),
+        ("davfs:\n  users:\n    alice: {password: x, read_only: maybe}\n", {}, "read_only"),
+        ("davfs:\n  users:\n    alice: {password: x, admin: true}\n", {}, "davfs.users.alice"),
+        ("davfs:\n  anonymous: true\n  users: {alice: x}\n", {}, "davfs.anonymous"),
+        ("simple_dc:\n  user_mapping: {'*': true}\n", {}, "simple_dc"),
+        ("http_authenticator:\n  domain_controller: x\n", {}, "http_authenticator"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, text, env, key):
@@ -87,61 +99,26 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 
 def test_anonymous_access_on_a_public_address_is_refused(tmp_path):
+    anonymous = "host: 0.0.0.0\ndavfs:\n  anonymous: true\n"
     with pytest.raises(ConfigError, match="anonymous"):
-        load_config(write(tmp_path, "host: 0.0.0.0\n"), environ={})
-    allowed = load_config(
-        write(tmp_path, "host: 0.0.0.0\ndavfs:\n  allow_anonymous_remote: true\n"), environ={}
+        load_config(write(tmp_path, anonymous), environ={})
+    allowed = load_config(write(tmp_path, anonymous + "  allow_anonymous_remote: true\n"), environ={})
+    assert allowed.host == "0.0.0.0" and allowed.anonymous
+    assert not load_config(write(tmp_path, "host: 0.0.0.0\n"), environ={}).anonymous  # a user is generated
+    assert load_config(write(tmp_path, "host: ::1\ndavfs:\n  anonymous: true\n"), environ={}).host == "::1"
+
+
+def test_users_come_from_the_file_or_the_environment_and_keep_only_a_hash(tmp_path):
+    text = "davfs:\n  users:\n    alice: secret\n    bob: {password_hash: 0123456789ABCDEF0123456789abcdef, read_only: true}\n"
+    config = load_config(write(tmp_path, text), environ={})
+    assert set(config.users) == {"alice", "bob"}
+    assert config.users["alice"].password_matches("secret") and not config.users["alice"].read_only
+    assert config.users["bob"].read_only and config.users["bob"].ha1 == "0123456789abcdef0123456789abcdef"
+    assert "secret" not in repr(config) and "0123456789" not in repr(config)
+    from_env = load_config(
+        write(tmp_path, text), environ={"DAVFS_USERS": '{"carol": {"password": "pw", "read_only": true}}'}
     )
-    assert allowed.host == "0.0.0.0"
-    with_users = write(
-        tmp_path, 'host: 0.0.0.0\nsimple_dc:\n  user_mapping:\n    "*":\n      alice:\n        password: x\n'
-    )
-    assert not load_config(with_users, environ={}).anonymous
-    assert load_config(write(tmp_path, "host: ::1\n"), environ={}).host == "::1"
-    # users for another share only: the root share must not fall back to anonymous
-    other_share = write(
-        tmp_path,
-        'host: 0.0.0.0\nsimple_dc:\n  user_mapping:\n    "/dav":\n      alice:\n        password: x\n',
-    )
-    assert not load_config(other_share, environ={}).anonymous
-    with pytest.raises(ConfigError, match="anonymous"):
-        load_config(
-            write(tmp_path, 'host: 0.0.0.0\nsimple_dc:\n  user_mapping:\n    "/": true\n'), environ={}
-        )
-
-
-@pytest.mark.parametrize("share", ["*", "/dav"])
-def test_a_user_mapping_replaces_the_anonymous_default(tmp_path, share):
-    import dataclasses
-    import threading
-
-    import requests
-    from requests.auth import HTTPDigestAuth
-
-    from davfs.server import build_app, make_server
-    from tests.conftest import davfs_config
-
-    users = {"simple_dc": {"user_mapping": {share: {"alice": {"password": "secret"}}}}}
-    config = dataclasses.replace(davfs_config(tmp_path / "d"), wsgidav=users)
-    assert not config.anonymous
-    app = build_app(config)
-    server = make_server(config, app)
-    server.prepare()
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.bind_addr[1]}/"
-    try:
-        assert requests.put(url + "anon.txt", data=b"x", timeout=10).status_code == 401
-        alice = requests.put(url + "a.txt", data=b"x", auth=HTTPDigestAuth("alice", "secret"), timeout=10)
-        assert alice.status_code == (201 if share == "*" else 401)  # "/dav" is not this share
-        assert (
-            requests.get(url + "a.txt", auth=HTTPDigestAuth("alice", "wrong"), timeout=10).status_code == 401
-        )
-        assert app.catalog.resolve(["anon.txt"]) is None
-    finally:
-        server.stop()
-        thread.join(timeout=10)
-        app.close()
+    assert list(from_env.users) == ["carol"] and from_env.users["carol"].password_matches("pw")
 
 
 def test_bad_config_exits_nonzero_with_one_line(tmp_path):
@@ -162,7 +139,7 @@ def test_bad_config_exits_nonzero_with_one_line(tmp_path):
 def test_public_bind_without_users_refuses_to_start(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "run_server.py"), "--host", "0.0.0.0"],
-        env={"DAVFS_CONFIG": "/dev/null", "PATH": "/usr/bin:/bin"},
+        env={"DAVFS_CONFIG": "/dev/null", "PATH": "/usr/bin:/bin", "DAVFS_ANONYMOUS": "true"},
         cwd=tmp_path,
         capture_output=True,
         text=True,
