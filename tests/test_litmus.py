@@ -1,9 +1,11 @@
 """litmus, the WebDAV protocol compliance suite, against a real davfs server.
 
 All five litmus groups (basic, copymove, props, locks, http) must run and report zero
-failures (warnings are allowed). Runs with the test server's 1 MiB chunks, with the
-production default of 20 MiB chunks, as a subprocess, on the Telegram store (the
-wire-level fake), and as a scale-out instance on PostgreSQL + Redis.
+failures (warnings are allowed), logged in as a user the way real clients are (litmus's
+neon answers the Digest challenge). Runs with the test server's 1 MiB chunks, with the
+production default of 20 MiB chunks, as a subprocess with the user davfs generates on
+its first start, on the Telegram store (the wire-level fake), and as a scale-out
+instance on PostgreSQL + Redis.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
+from requests.auth import HTTPDigestAuth
 
 from tests.conftest import RunningServer, ServerProcess
 from tests.telegram_rig import TelegramRig
@@ -28,6 +32,7 @@ GROUPS = ("basic", "copymove", "props", "locks", "http")
 # Tests per group in litmus 0.13 (Debian 12); a group that stops early runs fewer.
 MIN_TESTS = {"basic": 16, "copymove": 13, "props": 30, "locks": 41, "http": 4}
 LITMUS_TIMEOUT = 120
+USER, PASSWORD = "litmus", "litmus-secret"
 
 _SUMMARY = re.compile(
     r"<- summary for `(?P<group>[^']+)': of (?P<run>\d+) tests run: "
@@ -75,18 +80,23 @@ def test_litmus_all_groups_pass(
     target: str,
 ) -> None:
     litmus = litmus_binary()
+    user, password = USER, PASSWORD
+    users = {USER: PASSWORD}
     if target == "subprocess":
-        url = server_process().url
+        process = server_process(env={"DAVFS_ANONYMOUS": "false"})
+        generated = yaml.safe_load((process.data_dir / "generated-user.yaml").read_text())
+        url, user, password = process.url, generated["user"], generated["password"]
     elif target == "postgresql-redis":
         config = scale_out_config(
             tmp_path, request.getfixturevalue("postgres_url"), request.getfixturevalue("redis_url")
         )
-        url = server_process(env={"DAVFS_CONFIG": str(config)}).url
+        url = server_process(env={"DAVFS_CONFIG": str(config), "DAVFS_USERS": str(users)}).url
     elif target == "telegram":
-        url = start_server(store=telegram.open_store(), chunk_size="1MiB").url
+        url = start_server(store=telegram.open_store(), chunk_size="1MiB", users=users).url
     else:
-        url = start_server(chunk_size=target.removeprefix("inprocess-")).url
-    response = requests.request("MKCOL", url + "litmus/", timeout=10)
+        url = start_server(chunk_size=target.removeprefix("inprocess-"), users=users).url
+    assert requests.request("MKCOL", url + "litmus/", timeout=10).status_code == 401
+    response = requests.request("MKCOL", url + "litmus/", auth=HTTPDigestAuth(user, password), timeout=10)
     assert response.status_code == 201, response.text
 
     workdir = tmp_path / "litmus-home"  # litmus writes debug.log / child.log into its cwd
@@ -95,7 +105,7 @@ def test_litmus_all_groups_pass(
     env.update(HOME=str(workdir), TESTS=" ".join(GROUPS))
     try:
         result = subprocess.run(
-            [litmus, "-k", url + "litmus/"],
+            [litmus, "-k", url + "litmus/", user, password],
             cwd=workdir,
             env=env,
             capture_output=True,
