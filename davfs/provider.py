@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 from wsgidav import util, xml_tools
 from wsgidav.dav_error import (
@@ -460,6 +460,12 @@ class DavfsFile(_NodeResource, DAVNonCollection):  # type: ignore[misc]
     def support_ranges(self) -> bool:
         return True
 
+    def finalize_headers(self, environ: dict[str, Any], response_headers: list[tuple[str, str]]) -> None:
+        """Name the download, so browsers and download managers save it under its own
+        name, non-ASCII included (RFC 6266 ``filename*``, with an ASCII fallback)."""
+        if environ["REQUEST_METHOD"] in ("GET", "HEAD"):
+            response_headers.append(("Content-Disposition", content_disposition(self.name)))
+
     def get_content(self) -> ChunkReader:
         node = self._require_node()
         assert node.version_id is not None
@@ -548,6 +554,11 @@ class _UploadStream:
     def close(self) -> None:
         with _dav_errors():
             self._writer.close()
+
+
+def content_disposition(name: str) -> str:
+    fallback = "".join(c if " " <= c < "\x7f" and c not in '"\\%' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def _is_ancestor(destination: str, source: str) -> bool:
