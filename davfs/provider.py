@@ -160,7 +160,43 @@ class DavfsProvider(DAVProvider):  # type: ignore[misc]
             and (listing_body := listing.answer(self, environ, start_response)) is not None
         ):
             return listing_body
+        if method in ("GET", "HEAD") and (unchanged := self._not_modified(environ, start_response)):
+            return unchanged
         return default_handler(environ, start_response)
+
+    def _not_modified(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> list[bytes] | None:
+        """Answer a revalidation (davfs2, browsers) with 304 per RFC 9110 13.2.2, before
+        wsgidav does: its 304 lacks the ETag clients keep, and it answers 412 when a
+        matching If-None-Match comes with an If-Modified-Since later than the file's
+        time (which Explorer's PROPPATCH of an older time makes common)."""
+        if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+        if_modified_since = environ.get("HTTP_IF_MODIFIED_SINCE")
+        if (if_none_match is None and if_modified_since is None) or "HTTP_IF_MATCH" in environ:
+            return None
+        resource = self.get_resource_inst(environ["PATH_INFO"], environ)
+        if not isinstance(resource, DavfsFile) or resource.node is None:
+            return None
+        node = resource.node
+        if if_none_match is not None:
+            environ.pop("HTTP_IF_MODIFIED_SINCE", None)  # If-None-Match decides alone
+            tags = {tag.strip().removeprefix("W/").strip('"') for tag in if_none_match.split(",")}
+            unchanged = "*" in tags or node.etag in tags
+        else:
+            since = util.parse_time_string(if_modified_since)
+            unchanged = bool(since) and int(node.modified) <= since
+        if not unchanged:
+            return None
+        start_response(
+            "304 Not Modified",
+            [
+                ("ETag", f'"{node.etag}"'),
+                ("Last-Modified", util.get_rfc1123_time(node.modified)),
+                ("Date", util.get_rfc1123_time()),
+            ],
+        )
+        return [b""]
 
     def get_resource_inst(self, path: str | None, environ: dict[str, Any]) -> DavfsFolder | DavfsFile | None:
         if path is None:
