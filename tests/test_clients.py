@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 import requests
-from requests.auth import HTTPBasicAuth
+from requests.auth import HTTPBasicAuth, HTTPDigestAuth
 
 from tests.conftest import MiB, RunningServer
 
@@ -165,10 +165,11 @@ class Dav:
 
 @pytest.fixture
 def dav(start_server: Callable[..., RunningServer]) -> Iterator[Dav]:
-    """The one server every test here uses: anonymous, 1 MiB chunks (so a few MiB span
-    several chunks)."""
-    server = start_server(chunk_size="1MiB")
+    """The one server every test here uses: a user logged in with Digest, as Windows does
+    over http; 1 MiB chunks (so a few MiB span several chunks)."""
+    server = start_server(chunk_size="1MiB", users={"DOMAIN-user": "client-pass"})
     with requests.Session() as session:
+        session.auth = HTTPDigestAuth("DOMAIN-user", "client-pass")
         # One request before the tests' own: an authenticating session then holds what it
         # needs to authenticate later requests up front, which chunked bodies (they cannot
         # be sent twice) and raw requests rely on.
