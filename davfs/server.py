@@ -13,6 +13,7 @@ import copy
 import ctypes
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cheroot import wsgi
@@ -51,13 +52,11 @@ _WSGIDAV_DEFAULTS: dict[str, Any] = {
     "add_header_MS_Author_Via": True,
     "mutable_live_props": ["{DAV:}getlastmodified"],
     "hotfixes": {"emulate_win32_lastmod": True, "re_encode_path_info": True},
-    # The browser listing: no "Authenticated user: anonymous" line, and file links that
-    # download instead of trying to open Word (ms-word:) or LibreOffice URLs.
+    # The browser listing, in davfs's own page (sizes in KiB/MiB, exact bytes on hover),
+    # with file links that download instead of opening Word (ms-word:) or LibreOffice.
     "dir_browser": {
         "enable": True,
-        "icon": False,
-        "response_trailer": "davfs",
-        "show_user": False,
+        "htdocs_path": str(Path(__file__).with_name("htdocs")),
         "ms_sharepoint_support": False,
         "libre_office_support": False,
     },

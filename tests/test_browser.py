@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote, urljoin
 
 import pytest
 import requests
+from jinja2.filters import do_filesizeformat
 
 from tests.conftest import REPO, RunningServer
 
@@ -68,10 +69,11 @@ class Row:
 
     cells: list[str] = field(default_factory=list)
     links: list[tuple[str, str]] = field(default_factory=list)  # (href, text)
+    size_title: str = ""  # the size cell's hover text: the exact byte count
 
 
 class ListingParser(HTMLParser):
-    """The rows of wsgidav's `table.dir-listing` and every asset the page loads."""
+    """The rows of the listing's `table.dir-listing` and every asset the page loads."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -85,8 +87,9 @@ class ListingParser(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attr = {k: v or "" for k, v in attrs}
-        if tag in ("link", "script", "img") and (attr.get("href") or attr.get("src")):
-            self.assets.append(attr.get("href") or attr["src"])
+        source = attr.get("href") or attr.get("src")
+        if tag in ("link", "script", "img") and source and not source.startswith("data:"):
+            self.assets.append(source)
         elif tag == "table" and "dir-listing" in attr.get("class", "").split():
             self._in_listing = True
         elif self._in_listing and tag == "tbody":
@@ -95,6 +98,8 @@ class ListingParser(HTMLParser):
             self._row = Row()
         elif self._row is not None and tag == "td":
             self._cell = []
+            if "size" in attr.get("class", "").split():
+                self._row.size_title = attr.get("title", "")
         elif self._cell is not None and tag == "a" and self._link is None:
             self._link = (attr.get("href", ""), [])
 
@@ -236,19 +241,21 @@ def test_listing_links_lead_to_the_stored_files(drive: Drive, tmp_path: Path) ->
             assert r.status_code == 200, (name, r.status_code)
             assert r.content == body, f"{name}: {len(r.content)} bytes differ from the stored {len(body)}"
 
-        # Name, type, size, last modified; wsgidav writes sizes as "3,158,073 Bytes".
+        # Name, type, size, last modified; sizes read "3.0 MiB", exact bytes on hover.
         for name, body in drive.files.items():
-            cells = listing.row(name).cells
+            row = listing.row(name)
+            cells = row.cells
             assert len(cells) == 4, cells
-            assert cells[2] == f"{len(body):,d} Bytes", (name, cells)
+            assert cells[2] == do_filesizeformat(len(body), binary=True), (name, cells)
+            assert row.size_title == f"{len(body):,d} bytes", (name, row.size_title)
             shown = parsedate_to_datetime(cells[3]).timestamp()
             if name == BIG_NAME:
                 assert cells[3] == "Tue, 14 Nov 2023 22:13:20 GMT", (name, cells)
             else:
                 assert drive.uploaded_at - 2 <= shown <= time.time() + 2, (name, cells[3])
-        assert listing.row(BIG_NAME).cells[2] == "3,158,073 Bytes"
+        assert listing.row(BIG_NAME).cells[2] == "3.0 MiB"
         folder_cells = listing.row(FOLDER).cells
-        assert folder_cells[1:3] == ["Directory", "-"], folder_cells
+        assert folder_cells[1:3] == ["Folder", ""], folder_cells
 
         # The page's own stylesheet, script and icons load (no broken assets).
         assert listing.assets, "the listing loads no assets at all"
@@ -260,7 +267,7 @@ def test_listing_links_lead_to_the_stored_files(drive: Drive, tmp_path: Path) ->
     assert folder_link == drive.url + FOLDER + "/"
     inner = browse(folder_link, tmp_path / "profile-sub")
     assert inner.link(INNER_NAME) == drive.url + f"{FOLDER}/{INNER_NAME}"
-    assert inner.row(INNER_NAME).cells[2] == f"{len(INNER)} Bytes"
+    assert inner.row(INNER_NAME).cells[2] == f"{len(INNER)} Bytes"  # small sizes stay exact
     assert inner.link("..") == drive.url, "the subfolder's parent link must lead back to the root"
     assert requests.get(inner.link(INNER_NAME), timeout=30).content == INNER
 

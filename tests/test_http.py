@@ -310,8 +310,10 @@ def test_bad_paths_are_refused(server, http):
 
 def test_browser_listing(server, http):
     http.put(server.url + "shown.txt", data=b"x")
+    http.put(server.url + quote("<img src=x onerror=alert(1)>.txt"), data=b"x")
     r = http.get(server.url, headers={"Accept": "text/html"})
     assert r.status_code == 200 and "shown.txt" in r.text
+    assert "<img" not in r.text and "&lt;img src=x onerror=alert(1)&gt;.txt" in r.text  # names are escaped
 
 
 def http_connection(url: str) -> http.client.HTTPConnection:
