@@ -90,6 +90,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=_fsck)
 
+    gc = commands.add_parser(
+        "gc", help="delete stored chunks no file needs any more (safe while the server runs)"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
+    gc.add_argument(
+        "--grace",
+        type=float,
+        help="keep chunks of files replaced or deleted less than this many seconds ago "
+        "(default: davfs.gc_grace)",
+    )
+    gc.set_defaults(func=_gc)
+
     recover = commands.add_parser(
         "recover", help="rebuild a lost catalog from the store's chunks and manifests"
     )
@@ -202,6 +214,20 @@ def _fsck(config: DavfsConfig, args: argparse.Namespace) -> int:
     )
     print(f"{'clean' if report.clean else 'PROBLEMS FOUND'}{verified}", file=sys.stderr)
     return 0 if report.clean else 1
+
+
+def _gc(config: DavfsConfig, args: argparse.Namespace) -> int:
+    from davfs.gc import collect_garbage
+
+    grace = config.gc_grace if args.grace is None else args.grace
+    with _Drive(config) as drive:
+        with _progress(0, "gc", quiet=args.dry_run) as bar:
+            report = collect_garbage(
+                drive.catalog, drive.store, grace=grace, dry_run=args.dry_run, progress=bar.update
+            )
+    for line in report.lines():
+        print(line)
+    return 1 if report.failed or report.busy else 0
 
 
 def _recover(config: DavfsConfig, args: argparse.Namespace) -> int:

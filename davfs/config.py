@@ -77,6 +77,11 @@ class DavfsConfig:
     manifest_interval: int = 30
     """Seconds between manifests (batches of catalog changes written to the store so the
     store alone can rebuild the catalog; on Telegram each costs one message)."""
+    gc_interval: int = 6 * 3600
+    """Seconds between the server's garbage collections (0: only ``davfs gc``)."""
+    gc_grace: int = 24 * 3600
+    """Seconds a replaced or deleted file's chunks are kept (downloads that started on
+    the old content can finish; an upload may take this long)."""
     propfind_infinity: bool = False
     """Answer PROPFIND with Depth: infinity (a whole-tree walk; off: 403 as RFC 4918 allows)."""
     telegram: TelegramSettings | None = None
@@ -208,6 +213,10 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
         manifest_interval=_integer(
             "manifest_interval", values.get("manifest_interval", DavfsConfig.manifest_interval), 1, 86400
         ),
+        gc_interval=_integer(
+            "gc_interval", values.get("gc_interval", DavfsConfig.gc_interval), 0, 365 * 86400
+        ),
+        gc_grace=_integer("gc_grace", values.get("gc_grace", DavfsConfig.gc_grace), 0, 365 * 86400),
         propfind_infinity=_boolean(
             "propfind_infinity", values.get("propfind_infinity", DavfsConfig.propfind_infinity)
         ),

@@ -20,7 +20,8 @@ provider answers when the error reaches WebDAV (the translation happens in one p
     │   ├── ChunkMissing             store has no such chunk
     │   ├── StoreFull                no space left (507)
     │   └── StoreUnavailable         transient; retry later (503)
-    │       └── StoreTimeout         no answer in time
+    │       ├── StoreTimeout         no answer in time
+    │       └── ChunkCollected       gc deleted a chunk an upload had just stored
     ├── IntegrityError               bytes from the store failed their BlockHash
     └── UploadError
         └── IncompleteUpload         body shorter/longer than Content-Length
@@ -129,6 +130,14 @@ class StoreUnavailable(StoreError):
 
 class StoreTimeout(StoreUnavailable):
     """Chunk store {} did not answer within {} s; try again later."""
+
+
+class ChunkCollected(StoreUnavailable):
+    """Chunk {} was being collected by gc while this upload stored it; upload again."""
+
+    @property
+    def retry_after(self) -> int:
+        return 1
 
 
 class IntegrityError(DavfsError):

@@ -31,6 +31,7 @@ from davfs.catalog import Catalog
 from davfs.config import DavfsConfig
 from davfs.connect import first_user_banner
 from davfs.errors import ConfigError
+from davfs.gc import GcSchedule
 from davfs.manifest import ManifestWriter
 from davfs.provider import DavfsProvider, disk_free
 from davfs.stores import open_configured_store
@@ -74,11 +75,13 @@ class App:
     store: ChunkStore
     locks: Any
     manifests: ManifestWriter
+    gc: GcSchedule
     generated_user: GeneratedUser | None
     """Set when no users were configured and davfs made one up (printed at start)."""
 
     def close(self) -> None:
         self.provider.shutdown()
+        self.gc.close()
         self.manifests.close()
         self.locks.close()
         self.store.close()
@@ -128,7 +131,9 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
     wsgidav_log.setLevel(logging.WARNING)
     manifests = ManifestWriter(catalog, store, interval=config.manifest_interval)
     manifests.start()
-    return App(app, provider, catalog, store, locks, manifests, generated)
+    gc = GcSchedule(catalog, store, interval=config.gc_interval, grace=config.gc_grace)
+    gc.start()
+    return App(app, provider, catalog, store, locks, manifests, gc, generated)
 
 
 def _lock_storage(config: DavfsConfig) -> Any:

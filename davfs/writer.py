@@ -139,6 +139,8 @@ class ChunkWriter:
         self._pending: list[tuple[Future[StoredChunk], str]] = []
         self._stored: list[StoredChunk] = []
         self._upload_id: int | None = None
+        self._gc_epoch: int | None = None
+        """Read before the first chunk is stored; see Catalog.commit_file."""
         self._seen: dict[str, Future[StoredChunk]] = {}
         self._seen_lock = threading.Lock()
         self.received = 0
@@ -197,6 +199,7 @@ class ChunkWriter:
                 size=self.received,
                 mtime=self._mtime,
                 expect_version=self.target.expect_version,
+                gc_epoch=self._gc_epoch,
             )
             self._finished = True
         except BaseException:
@@ -235,6 +238,8 @@ class ChunkWriter:
     # --- chunks ------------------------------------------------------------------
 
     def _ship_chunk(self, *, last: bool = False) -> None:
+        if self._gc_epoch is None:
+            self._gc_epoch = self._catalog.gc_epoch()
         self._drain(self._in_flight - 1)
         spool, self._spool = self._spool, None
         assert spool is not None

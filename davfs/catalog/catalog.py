@@ -24,9 +24,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, CursorResult, bindparam, func, insert, select, update
+from sqlalchemy import Connection, CursorResult, Select, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
@@ -49,6 +49,7 @@ from davfs.errors import (
     AlreadyExists,
     BadPath,
     CatalogError,
+    ChunkCollected,
     FolderNotEmpty,
     NotAFolder,
     NotAllowed,
@@ -57,6 +58,7 @@ from davfs.errors import (
 )
 from davfs.snapshot import ChunkInfo, Extent, FileSnapshot
 
+_Key = TypeVar("_Key", int, str)
 ROOT_ID = 1
 ABSENT = -1
 """``expect_version`` for "the file must not exist yet" (version ids are positive)."""
@@ -293,9 +295,158 @@ class Catalog:
         return FileSnapshot(path, version_id, head.size, head.modified or 0.0, head.etag, parts)
 
     def locator_of(self, chunk_hash: str) -> str | None:
-        """Where the store keeps a chunk the catalog knows, if it does."""
+        """Where the store keeps a chunk the catalog knows, if it does (and gc is not
+        deleting it: an upload must not count on that copy)."""
         with self._read() as conn:
-            return conn.scalar(select(chunks.c.locator).where(chunks.c.chunk_hash == chunk_hash))
+            return conn.scalar(
+                select(chunks.c.locator).where(
+                    chunks.c.chunk_hash == chunk_hash,
+                    chunks.c.deleting.is_(None),
+                    chunks.c.deleted_epoch.is_(None),
+                )
+            )
+
+    # --- garbage collection (davfs.gc drives these) ------------------------------
+
+    def gc_epoch(self) -> int:
+        """How many gc deletion batches have completed; uploads read it before storing."""
+        with self._read() as conn:
+            value = conn.scalar(select(meta.c.value).where(meta.c.key == "gc_epoch"))
+        return int(value or 0)
+
+    def drop_retired(self, cutoff: float) -> tuple[int, int]:
+        """Forget versions retired before ``cutoff`` and uploads started before it (their
+        process died or gave up), so their chunks become unreferenced. Returns how many
+        of each."""
+        with self._write() as conn:
+            now = time.time()
+            retired = list(conn.scalars(select(versions.c.id).where(versions.c.retired < cutoff)))
+            for batch in _batches(retired):
+                counts = Counter(
+                    conn.scalars(select(extents.c.chunk_hash).where(extents.c.version_id.in_(batch)))
+                )
+                for chunk_hash, count in counts.items():
+                    conn.execute(
+                        update(chunks)
+                        .where(chunks.c.chunk_hash == chunk_hash)
+                        .values(refcount=chunks.c.refcount - count)
+                    )
+                for hashes in _batches(list(counts)):
+                    conn.execute(
+                        update(chunks)
+                        .where(chunks.c.chunk_hash.in_(hashes), chunks.c.refcount <= 0)
+                        .values(
+                            refcount=0, unreferenced_since=func.coalesce(chunks.c.unreferenced_since, now)
+                        )
+                    )
+                conn.execute(sql_delete(extents).where(extents.c.version_id.in_(batch)))
+                conn.execute(sql_delete(versions).where(versions.c.id.in_(batch)))
+            # An abandoned upload's chunks become unknown to the catalog; the store scan
+            # that follows finds them and adopts them with their metadata.
+            abandoned = list(conn.scalars(select(uploads.c.id).where(uploads.c.started < cutoff)))
+            for batch in _batches(abandoned):
+                conn.execute(sql_delete(upload_chunks).where(upload_chunks.c.upload_id.in_(batch)))
+                conn.execute(sql_delete(uploads).where(uploads.c.id.in_(batch)))
+        return len(retired), len(abandoned)
+
+    def unknown_chunks(self, found: Sequence[StoredChunk]) -> list[StoredChunk]:
+        """Of chunks a store holds, those the catalog has no row or journal entry for
+        (an upload that died between its put and its commit)."""
+        known: set[str] = set()
+        with self._read() as conn:
+            for batch in _batches([c.chunk_hash for c in found]):
+                known.update(conn.scalars(select(chunks.c.chunk_hash).where(chunks.c.chunk_hash.in_(batch))))
+                known.update(
+                    conn.scalars(
+                        select(upload_chunks.c.chunk_hash).where(upload_chunks.c.chunk_hash.in_(batch))
+                    )
+                )
+        return [c for c in found if c.chunk_hash not in known]
+
+    def adopt_orphans(self, orphans: Sequence[StoredChunk]) -> int:
+        """Record store chunks nobody knew as unreferenced from now (an upload that put
+        one and has yet to commit it then finds the row and references it)."""
+        adopted = 0
+        with self._write() as conn:
+            now = time.time()
+            for chunk in orphans:
+                if not conn.scalar(
+                    select(func.count()).select_from(chunks).where(chunks.c.chunk_hash == chunk.chunk_hash)
+                ):
+                    conn.execute(insert(chunks).values(**_chunk_row(chunk, refcount=0, now=now)))
+                    adopted += 1
+        return adopted
+
+    def collectable(self, cutoff: float) -> tuple[list[tuple[str, str, int]], int, int]:
+        """What gc would delete now, changing nothing: (ChunkHash, locator, size) of
+        chunks unreferenced since before ``cutoff`` or referenced only by versions
+        retired before it, that no running upload has journaled; and how many retired
+        versions and abandoned uploads it would drop."""
+        with self._read() as conn:
+            rows: list[Any] = list(conn.execute(_collectable(cutoff)).all())
+            retired = list(conn.scalars(select(versions.c.id).where(versions.c.retired < cutoff)))
+            abandoned = conn.scalar(
+                select(func.count()).select_from(uploads).where(uploads.c.started < cutoff)
+            )
+            freed: Counter[str] = Counter()
+            for batch in _batches(retired):
+                freed.update(
+                    conn.scalars(select(extents.c.chunk_hash).where(extents.c.version_id.in_(batch)))
+                )
+            journaled = set(conn.scalars(select(upload_chunks.c.chunk_hash)))
+            for hashes in _batches(list(freed)):
+                for r in conn.execute(
+                    select(chunks.c.chunk_hash, chunks.c.locator, chunks.c.size, chunks.c.refcount).where(
+                        chunks.c.chunk_hash.in_(hashes)
+                    )
+                ):
+                    if r.refcount == freed[r.chunk_hash] and r.chunk_hash not in journaled:
+                        rows.append(r)
+        return [(r.chunk_hash, r.locator, int(r.size)) for r in rows], len(retired), int(abandoned or 0)
+
+    def mark_for_deletion(self, cutoff: float, limit: int, *, stale: float) -> list[tuple[str, str, int]]:
+        """Claim up to ``limit`` collectable chunks for deletion from the store (and the
+        marks of a gc that died more than ``stale`` seconds ago). From here until
+        :meth:`forget_deleted`, an upload that stored the same bytes at the same locator
+        cannot commit them (:class:`ChunkCollected`)."""
+        with self._write() as conn:
+            now = time.time()
+            rows = conn.execute(_collectable(cutoff, stale_before=now - stale).limit(limit)).all()
+            for batch in _batches([r.chunk_hash for r in rows]):
+                conn.execute(update(chunks).where(chunks.c.chunk_hash.in_(batch)).values(deleting=now))
+        return [(r.chunk_hash, r.locator, int(r.size)) for r in rows]
+
+    def forget_deleted(self, deleted: Sequence[tuple[str, str]]) -> None:
+        """These chunks are gone from the store: leave tombstones under a new gc epoch,
+        so an upload that read an older epoch before storing them does not commit."""
+        if not deleted:
+            return
+        with self._write() as conn:
+            epoch = int(conn.scalar(select(meta.c.value).where(meta.c.key == "gc_epoch")) or 0) + 1
+            if epoch == 1:
+                conn.execute(insert(meta).values(key="gc_epoch", value="1"))
+            else:
+                conn.execute(update(meta).where(meta.c.key == "gc_epoch").values(value=str(epoch)))
+            for chunk_hash, locator in deleted:
+                conn.execute(
+                    update(chunks)
+                    .where(
+                        chunks.c.chunk_hash == chunk_hash,
+                        chunks.c.locator == locator,
+                        chunks.c.refcount == 0,
+                        chunks.c.deleting.is_not(None),
+                    )
+                    .values(deleted_epoch=epoch)
+                )
+
+    def prune_tombstones(self, before: float) -> int:
+        """Drop tombstones of chunks deleted before ``before`` (no upload runs that long)."""
+        with self._write() as conn:
+            return int(
+                conn.execute(
+                    sql_delete(chunks).where(chunks.c.deleted_epoch.is_not(None), chunks.c.deleting < before)
+                ).rowcount
+            )
 
     def dead_props(self, node_id: int) -> dict[str, str]:
         with self._read() as conn:
@@ -463,6 +614,7 @@ class Catalog:
         size: int,
         mtime: float | None,
         expect_version: int | None = None,
+        gc_epoch: int | None = None,
     ) -> tuple[Node, bool]:
         """Make ``stored`` the content of parent/name in one transaction.
 
@@ -470,7 +622,9 @@ class Catalog:
         and whether it was created. ``expect_version`` makes the commit conditional:
         the file must still have that version, or not exist (:data:`ABSENT`); otherwise
         :class:`PreconditionFailed` (a conditional PUT must not overwrite a change made
-        while its body was arriving)."""
+        while its body was arriving). ``gc_epoch`` is :meth:`gc_epoch` read before the
+        first chunk was stored: a chunk gc deleted since then may have taken the
+        upload's copy with it (:class:`ChunkCollected`, the upload is retried)."""
         if sum(c.size for c in stored) != size:
             raise CatalogError(
                 f"commit of {name}: chunks hold {sum(c.size for c in stored)} bytes, not {size}"
@@ -478,7 +632,7 @@ class Catalog:
         with self._write() as conn:
             self._require_folder(conn, parent_id)
             now = time.time()
-            self._reference_chunks(conn, stored, now)
+            self._reference_chunks(conn, stored, now, gc_epoch=gc_epoch)
             existing = conn.execute(
                 select(nodes.c.id, nodes.c.is_dir, nodes.c.version_id, nodes.c.created).where(
                     nodes.c.parent_id == parent_id, nodes.c.name == name
@@ -754,16 +908,40 @@ class Catalog:
         if version_id is not None:
             conn.execute(update(versions).where(versions.c.id == version_id).values(retired=now))
 
-    def _reference_chunks(self, conn: Connection, stored: Sequence[StoredChunk], now: float) -> None:
+    def _reference_chunks(
+        self, conn: Connection, stored: Sequence[StoredChunk], now: float, *, gc_epoch: int | None = None
+    ) -> None:
         """Count a new version's references; chunks the catalog has not seen get a row.
 
         A known chunk takes the locator just stored: in a store that is not
         content-addressed (Telegram) an upload stores a chunk again when its old copy
-        is gone, and the old locator must not outlive that."""
+        is gone, and the old locator must not outlive that. A chunk gc is deleting, or
+        deleted after ``gc_epoch``, at the locator just stored may be gone from the store
+        although the upload put it there: :class:`ChunkCollected`."""
         first = {c.chunk_hash: c for c in stored}
-        unknown = self._add_references(
-            conn, Counter(c.chunk_hash for c in stored), {h: c.locator for h, c in first.items()}
-        )
+        counts = Counter(c.chunk_hash for c in stored)
+        collected = conn.execute(
+            select(chunks.c.chunk_hash, chunks.c.locator, chunks.c.deleting, chunks.c.deleted_epoch).where(
+                chunks.c.chunk_hash.in_(list(first)),
+                or_(chunks.c.deleting.is_not(None), chunks.c.deleted_epoch.is_not(None)),
+            )
+        ).all()
+        for row in collected:
+            chunk = first[row.chunk_hash]
+            if row.locator == chunk.locator and (
+                row.deleted_epoch is None or gc_epoch is None or row.deleted_epoch > gc_epoch
+            ):
+                raise ChunkCollected(chunk.chunk_hash[:16])
+            if row.deleted_epoch is not None:  # a tombstone: the chunk starts over
+                conn.execute(
+                    update(chunks)
+                    .where(chunks.c.chunk_hash == row.chunk_hash)
+                    .values(**_chunk_row(chunk, refcount=0, now=now), deleting=None, deleted_epoch=None)
+                )
+            else:  # gc deletes the old locator; this upload stored a new one
+                unmark = update(chunks).where(chunks.c.chunk_hash == row.chunk_hash).values(deleting=None)
+                conn.execute(unmark)
+        unknown = self._add_references(conn, counts, {h: c.locator for h, c in first.items()})
         for chunk_hash, count in unknown.items():
             conn.execute(insert(chunks).values(**_chunk_row(first[chunk_hash], refcount=count, now=now)))
 
@@ -913,6 +1091,20 @@ def _insert_node(
     return _new_id(conn.execute(statement))
 
 
+def _collectable(cutoff: float, *, stale_before: float | None = None) -> Select[Any]:
+    """Unreferenced chunks past the grace period that no upload journal names; with
+    ``stale_before``, also chunks a gc marked before then and never finished."""
+    waiting = and_(chunks.c.deleting.is_(None), chunks.c.unreferenced_since < cutoff)
+    if stale_before is not None:
+        waiting = or_(waiting, chunks.c.deleting < stale_before)
+    return select(chunks.c.chunk_hash, chunks.c.locator, chunks.c.size).where(
+        chunks.c.refcount == 0,
+        chunks.c.deleted_epoch.is_(None),
+        waiting,
+        chunks.c.chunk_hash.not_in(select(upload_chunks.c.chunk_hash)),
+    )
+
+
 def _chunk_row(chunk: StoredChunk, *, refcount: int, now: float) -> dict[str, Any]:
     """A ``chunks`` row for a stored chunk; unreferenced (gc may take it later) if refcount is 0."""
     return {
@@ -933,7 +1125,7 @@ def _new_id(result: CursorResult[Any]) -> int:
     return int(key[0])
 
 
-def _batches(ids: Sequence[int]) -> Iterator[list[int]]:
+def _batches(ids: Sequence[_Key]) -> Iterator[list[_Key]]:
     for i in range(0, len(ids), _BATCH):
         yield list(ids[i : i + _BATCH])
 

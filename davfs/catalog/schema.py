@@ -11,7 +11,10 @@ Data model (see ``shared/design.md``)::
                it is replaced or deleted (gc drops it after the grace period)
     extents    ordered (chunk, offset, length) runs that make up a version
     chunks     ChunkHash → locator, size, BlockHashes (32-byte digests concatenated),
-               reference count (versions using it) and since when it is unreferenced
+               reference count (versions using it) and since when it is unreferenced;
+               ``deleting`` is set while gc deletes it from the store, ``deleted_epoch``
+               once it has (a tombstone: an upload that stored the same bytes before
+               that gc epoch must not commit them; see davfs.gc)
     dead_props PROPPATCH'ed properties per node
     uploads / upload_chunks
                the upload journal: chunks stored for a PUT that has not committed yet,
@@ -101,6 +104,8 @@ chunks = Table(
     Column("refcount", Integer, nullable=False),
     Column("unreferenced_since", Float, nullable=True),
     Column("created", Float, nullable=False),
+    Column("deleting", Float, nullable=True),
+    Column("deleted_epoch", BigInteger, nullable=True),
 )
 Index("ix_chunks_unreferenced", chunks.c.unreferenced_since)
 
@@ -137,7 +142,7 @@ oplog = Table(
     sqlite_autoincrement=True,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 Migration = Callable[[Connection], None]
 
@@ -145,4 +150,11 @@ MIGRATIONS: dict[int, Migration] = {
     # from_version: function bringing the schema to from_version + 1.
     # Version 1 is the first; add entries here as the schema evolves.
     1: lambda conn: None,  # 2 adds the oplog table, which create_all has already made
+    2: lambda conn: _add_gc_columns(conn),
 }
+
+
+def _add_gc_columns(conn: Connection) -> None:
+    """Schema 3: gc's deletion marks and tombstones on chunks."""
+    conn.exec_driver_sql("ALTER TABLE chunks ADD COLUMN deleting FLOAT")
+    conn.exec_driver_sql("ALTER TABLE chunks ADD COLUMN deleted_epoch BIGINT")

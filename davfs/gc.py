@@ -1,0 +1,174 @@
+"""Garbage collection: delete from the store the chunks nothing needs any more.
+
+A chunk becomes garbage when no file version references it: its file was replaced or
+deleted (the old version is *retired* and kept for ``grace`` seconds, so a download that
+started on it can finish), an upload died after storing it, or a client gave up. gc runs
+while the server serves traffic, so it must never delete a chunk that an upload is about
+to commit. The protocol, all in catalog transactions (which are serialized, on SQLite and
+on PostgreSQL alike):
+
+1. Drop versions retired more than ``grace`` ago and uploads started more than ``grace``
+   ago; their chunks' reference counts fall.
+2. Scan the store; every chunk the catalog has never heard of (an upload that stored it
+   and died, or has not committed yet) gets a row with no references, from now.
+3. *Mark* chunks unreferenced for longer than ``grace`` that no upload journal names
+   (``deleting``), delete them from the store, then turn the marks into *tombstones*
+   under a new gc epoch.
+
+An upload reads the gc epoch before it stores its first chunk and commits with it. If a
+chunk it stored is marked, or was tombstoned in a later epoch, at the same locator, its
+copy may be the one gc deleted, and the commit fails with ``ChunkCollected`` (HTTP 503;
+the client uploads again and the next attempt stores the chunk anew). That is the only
+case where gc and an upload meet; committed files never lose a chunk.
+
+Limits: a chunk stored twice under different locators (a crash between a put and its
+commit on Telegram, for content the catalog already has) is not found by the scan;
+only one copy per ChunkHash is tracked.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from davfs.catalog import Catalog, StoredChunk
+from davfs.errors import DavfsError
+from davfs.stores.base import ChunkStore
+
+log = logging.getLogger(__name__)
+
+STALE_MARK = 3600.0
+"""A deletion mark this old belongs to a gc that died; the next gc finishes it."""
+TOMBSTONE_DAYS = 7
+"""Tombstones are kept this long; an upload older than that is not protected by them."""
+BATCH = 200
+
+
+@dataclass
+class GcReport:
+    """What one gc run did (or, with ``dry_run``, would do)."""
+
+    dry_run: bool = False
+    versions_dropped: int = 0
+    uploads_abandoned: int = 0
+    orphans_adopted: int = 0
+    deleted: list[tuple[str, str, int]] = field(default_factory=list)
+    """(ChunkHash, locator, size) deleted from the store, or to delete with ``dry_run``."""
+    failed: list[str] = field(default_factory=list)
+    busy: bool = False
+    """Another instance was collecting; this run did nothing."""
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(size for _, _, size in self.deleted)
+
+    def lines(self) -> list[str]:
+        if self.busy:
+            return ["another davfs instance is collecting garbage right now; nothing done"]
+        verb = "would delete" if self.dry_run else "deleted"
+        lines = [
+            f"{verb} {chunk_hash[:16]}… at {locator} ({size} bytes)"
+            for chunk_hash, locator, size in self.deleted
+        ]
+        lines += [f"could not delete: {failure}" for failure in self.failed]
+        lines.append(
+            f"{verb} {len(self.deleted)} chunks ({self.bytes_freed} bytes); "
+            f"{self.versions_dropped} old versions and {self.uploads_abandoned} abandoned uploads "
+            f"{'past' if self.dry_run else 'dropped after'} the grace period; "
+            f"{self.orphans_adopted} unknown chunks found in the store"
+        )
+        return lines
+
+
+def collect_garbage(
+    catalog: Catalog,
+    store: ChunkStore,
+    *,
+    grace: float,
+    dry_run: bool = False,
+    progress: Callable[[int], object] | None = None,
+) -> GcReport:
+    """One gc run (see the module docstring). Safe to run while the server serves."""
+    report = GcReport(dry_run=dry_run)
+    with catalog.single_instance("gc") as mine:
+        if not mine:
+            report.busy = True
+            return report
+        if dry_run:
+            return _dry_run(catalog, store, grace, report)
+        report.versions_dropped, report.uploads_abandoned = catalog.drop_retired(time.time() - grace)
+        report.orphans_adopted = catalog.adopt_orphans(catalog.unknown_chunks(_stored_data_chunks(store)))
+        cutoff = time.time() - grace  # after the scan: with no grace, orphans go in this run
+        while batch := catalog.mark_for_deletion(cutoff, BATCH, stale=STALE_MARK):
+            done: list[tuple[str, str]] = []
+            for chunk_hash, locator, size in batch:
+                try:
+                    store.delete(locator)
+                except DavfsError as exc:  # stays marked; the next run retries it
+                    report.failed.append(f"{chunk_hash[:16]}… at {locator}: {exc}")
+                    continue
+                done.append((chunk_hash, locator))
+                report.deleted.append((chunk_hash, locator, size))
+                if progress is not None:
+                    progress(size)
+            catalog.forget_deleted(done)
+            if not done:
+                break  # every delete failed: the store is down, try next time
+        catalog.prune_tombstones(time.time() - TOMBSTONE_DAYS * 86400)
+    return report
+
+
+def _dry_run(catalog: Catalog, store: ChunkStore, grace: float, report: GcReport) -> GcReport:
+    """What a run would delete now, changing nothing. Chunks the store holds that the
+    catalog does not know are counted; a run deletes them one grace period after it
+    first finds them (at once with no grace)."""
+    cutoff = time.time() - grace
+    report.deleted, report.versions_dropped, report.uploads_abandoned = catalog.collectable(cutoff)
+    orphans = catalog.unknown_chunks(_stored_data_chunks(store))
+    report.orphans_adopted = len(orphans)
+    if grace <= 0:
+        report.deleted += [(c.chunk_hash, c.locator, c.size) for c in orphans]
+    return report
+
+
+def _stored_data_chunks(store: ChunkStore) -> list[StoredChunk]:
+    """Every file-content chunk in the store (manifests and backups are not gc's)."""
+    return [
+        StoredChunk(meta.chunk_hash, locator, meta.size, meta.block_size, meta.block_hashes)
+        for locator, meta in store.iter_chunks()
+        if meta.kind == "data"
+    ]
+
+
+class GcSchedule:
+    """Runs :func:`collect_garbage` every ``interval`` seconds on a thread of its own,
+    for the server. Errors are logged and the next run tries again."""
+
+    def __init__(self, catalog: Catalog, store: ChunkStore, *, interval: float, grace: float) -> None:
+        self._catalog = catalog
+        self._store = store
+        self._interval = interval
+        self._grace = grace
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="davfs-gc", daemon=True)
+
+    def start(self) -> None:
+        if self._interval > 0:
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                report = collect_garbage(self._catalog, self._store, grace=self._grace)
+            except Exception:  # noqa: BLE001 - a failed run must not end the schedule
+                log.exception("scheduled gc failed; retrying in %s s", self._interval)
+                continue
+            log.info("gc: %s", report.lines()[-1])
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
