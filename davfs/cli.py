@@ -102,6 +102,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     gc.set_defaults(func=_gc)
 
+    backup = commands.add_parser("backup", help="back the catalog up into the store now")
+    backup.add_argument("--list", action="store_true", help="list the backups in the store instead")
+    backup.set_defaults(func=_backup)
+
+    restore = commands.add_parser("restore", help="restore the catalog from a backup in the store")
+    restore.add_argument("backup", nargs="?", default="latest", help="a backup from --list (default: latest)")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing catalog (a SQLite file is set aside, not deleted)",
+    )
+    restore.set_defaults(func=_restore)
+
     recover = commands.add_parser(
         "recover", help="rebuild a lost catalog from the store's chunks and manifests"
     )
@@ -230,23 +243,65 @@ def _gc(config: DavfsConfig, args: argparse.Namespace) -> int:
     return 1 if report.failed or report.busy else 0
 
 
-def _recover(config: DavfsConfig, args: argparse.Namespace) -> int:
+def _backup(config: DavfsConfig, args: argparse.Namespace) -> int:
+    from davfs.backup import backup_catalog, list_backups
+
+    with _Drive(config) as drive:
+        if args.list:
+            for backup in list_backups(drive.store):
+                print(backup.label)
+            return 0
+        made = backup_catalog(drive.catalog, drive.store, part_size=config.chunk_size)
+    print(f"backed up: {made.label}")
+    return 0
+
+
+def _restore(config: DavfsConfig, args: argparse.Namespace) -> int:
+    from davfs.backup import find_backup, restore_catalog
+    from davfs.manifest import last_logged_seq
+
+    replace = _clear_the_way(config, force=args.force, command="restore")
+    with _Drive(config) as drive:
+        backup = find_backup(drive.store, args.backup)
+        rows = restore_catalog(drive.catalog, drive.store, backup, replace=replace)
+        in_backup, in_store = drive.catalog.last_seq(), last_logged_seq(drive.store)
+        drive.catalog.continue_log_after(max(in_backup, in_store))
+    print(f"restored {rows} rows from {backup.label}")
+    if in_store > in_backup:
+        print(
+            f"the store's manifests hold {in_store - in_backup} changes newer than this backup; "
+            "`davfs recover --force` rebuilds the newest state from them",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _clear_the_way(config: DavfsConfig, *, force: bool, command: str) -> bool:
+    """Before writing a whole catalog: an existing non-empty one is refused without
+    ``--force``; with it, a SQLite file is set aside (renamed, not deleted). Returns
+    whether a non-empty catalog in another database must be replaced in place."""
+    catalog = Catalog(config.catalog_url)
+    empty = catalog.is_empty()
+    catalog.close()
+    if empty:
+        return False
+    if not force:
+        raise CatalogError(f"the catalog already holds files; `davfs {command} --force` replaces it")
     database = _sqlite_file(config.catalog_url)
-    if database is not None and database.exists():
-        catalog = Catalog(config.catalog_url)
-        empty = catalog.is_empty()
-        catalog.close()
-        if not empty:
-            if not args.force:
-                raise CatalogError(
-                    f"{database} already holds a catalog; `davfs recover --force` sets it aside first"
-                )
-            aside = database.with_name(f"{database.name}.before-recover-{time.strftime('%Y%m%d-%H%M%S')}")
-            for suffix in ("", "-wal", "-shm"):
-                part = Path(f"{database}{suffix}")
-                if part.exists():
-                    os.replace(part, Path(f"{aside}{suffix}"))
-            print(f"set the old catalog aside as {aside}", file=sys.stderr)
+    if database is None:
+        return True
+    aside = database.with_name(f"{database.name}.before-{command}-{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(f"{database}{suffix}")
+        if part.exists():
+            os.replace(part, Path(f"{aside}{suffix}"))
+    print(f"set the old catalog aside as {aside}", file=sys.stderr)
+    return False
+
+
+def _recover(config: DavfsConfig, args: argparse.Namespace) -> int:
+    if _clear_the_way(config, force=args.force, command="recover"):
+        raise CatalogError("recover writes into an empty database; empty it or point catalog_url elsewhere")
     with _Drive(config) as drive:
         if not drive.catalog.is_empty():
             raise CatalogError("the catalog database is not empty; point catalog_url at an empty database")

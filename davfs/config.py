@@ -82,6 +82,10 @@ class DavfsConfig:
     gc_grace: int = 24 * 3600
     """Seconds a replaced or deleted file's chunks are kept (downloads that started on
     the old content can finish; an upload may take this long)."""
+    backup_interval: int = 24 * 3600
+    """Seconds between the server's catalog backups into the store (0: only ``davfs backup``)."""
+    backup_keep: int = 7
+    """Backups kept in the store; older ones are deleted after each new one."""
     propfind_infinity: bool = False
     """Answer PROPFIND with Depth: infinity (a whole-tree walk; off: 403 as RFC 4918 allows)."""
     telegram: TelegramSettings | None = None
@@ -217,6 +221,10 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
             "gc_interval", values.get("gc_interval", DavfsConfig.gc_interval), 0, 365 * 86400
         ),
         gc_grace=_integer("gc_grace", values.get("gc_grace", DavfsConfig.gc_grace), 0, 365 * 86400),
+        backup_interval=_integer(
+            "backup_interval", values.get("backup_interval", DavfsConfig.backup_interval), 0, 365 * 86400
+        ),
+        backup_keep=_integer("backup_keep", values.get("backup_keep", DavfsConfig.backup_keep), 1, 1000),
         propfind_infinity=_boolean(
             "propfind_infinity", values.get("propfind_infinity", DavfsConfig.propfind_infinity)
         ),

@@ -132,6 +132,18 @@ def recover(
     return report
 
 
+def last_logged_seq(store: ChunkStore) -> int:
+    """The newest change any readable manifest in ``store`` holds (0: none)."""
+    newest = 0
+    for locator, meta in store.iter_chunks():
+        if meta.kind != "manifest":
+            continue
+        body = store.get(locator, 0, meta.size)
+        if hashlib.sha256(body).hexdigest() == meta.chunk_hash:
+            newest = max([newest, *(int(seq) for seq, _ in json.loads(body)["entries"])])
+    return newest
+
+
 class _Tree:
     """The tree as the oplog describes it, replayed in memory."""
 

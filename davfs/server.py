@@ -27,6 +27,7 @@ from wsgidav.util import dynamic_instantiate_class_from_opts
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from davfs.auth import DavfsAuthenticator, GeneratedUser, User, generated_user, wsgidav_auth_config
+from davfs.backup import BackupSchedule
 from davfs.catalog import Catalog
 from davfs.config import DavfsConfig
 from davfs.connect import first_user_banner
@@ -76,12 +77,14 @@ class App:
     locks: Any
     manifests: ManifestWriter
     gc: GcSchedule
+    backups: BackupSchedule
     generated_user: GeneratedUser | None
     """Set when no users were configured and davfs made one up (printed at start)."""
 
     def close(self) -> None:
         self.provider.shutdown()
         self.gc.close()
+        self.backups.close()
         self.manifests.close()
         self.locks.close()
         self.store.close()
@@ -133,7 +136,11 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
     manifests.start()
     gc = GcSchedule(catalog, store, interval=config.gc_interval, grace=config.gc_grace)
     gc.start()
-    return App(app, provider, catalog, store, locks, manifests, gc, generated)
+    backups = BackupSchedule(
+        catalog, store, interval=config.backup_interval, keep=config.backup_keep, part_size=config.chunk_size
+    )
+    backups.start()
+    return App(app, provider, catalog, store, locks, manifests, gc, backups, generated)
 
 
 def _lock_storage(config: DavfsConfig) -> Any:

@@ -895,6 +895,83 @@ class Catalog:
             _continue_ids_after(conn)
             _continue_sequence(conn, "oplog", "seq", last_seq)
 
+    # --- backup and restore (davfs.backup drives these) --------------------------
+
+    def dump_rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every row of every table as (table, {column: value}), all from one consistent
+        snapshot of the database (one read transaction, repeatable on PostgreSQL),
+        streamed so a large catalog never sits in memory."""
+        with _database_errors(), self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                for table in schema.metadata.sorted_tables:
+                    result = conn.execution_options(yield_per=1000).execute(select(table))
+                    for row in result:
+                        yield table.name, dict(row._mapping)
+
+    def load_rows(self, rows: Iterable[tuple[str, dict[str, Any]]], *, replace: bool = False) -> int:
+        """Fill this empty catalog (or, with ``replace``, this one instead of what it
+        holds) with dumped rows in one transaction: parents before children, whatever
+        order the dump has, and every id sequence continued after the loaded rows.
+        Returns the number of rows."""
+        if not replace and not self.is_empty():
+            raise CatalogError("the catalog is not empty; restore only into an empty catalog")
+        tables = {table.name: table for table in schema.metadata.sorted_tables}
+        loaded = 0
+        with self._write() as conn:
+            for table in reversed(schema.metadata.sorted_tables):
+                conn.execute(sql_delete(table))
+            tree: list[dict[str, Any]] = []
+            pending: dict[str, list[dict[str, Any]]] = {}
+            for name, row in rows:
+                if name not in tables:
+                    raise CatalogError(f"the backup holds an unknown table {name!r}")
+                if name == "nodes":
+                    tree.append(row)
+                    continue
+                batch = pending.setdefault(name, [])
+                batch.append(row)
+                if len(batch) >= _BATCH:
+                    conn.execute(insert(tables[name]), batch)
+                    loaded += len(batch)
+                    batch.clear()
+            for name, batch in pending.items():
+                if batch:
+                    conn.execute(insert(tables[name]), batch)
+                    loaded += len(batch)
+            ordered = _parents_first(tree)
+            for i in range(0, len(ordered), _BATCH):
+                conn.execute(insert(nodes), ordered[i : i + _BATCH])
+            loaded += len(ordered)
+            _continue_ids_after(conn)
+            for table, column in (("versions", "id"), ("uploads", "id"), ("oplog", "seq")):
+                largest = conn.scalar(select(func.max(tables[table].c[column])))
+                _continue_sequence(conn, table, column, int(largest or 0))
+        return loaded
+
+    def last_seq(self) -> int:
+        """The number of the newest change this catalog has logged (its entries may
+        since have moved into manifests), 0 if none."""
+        with self._read() as conn:
+            newest = int(conn.scalar(select(func.max(oplog.c.seq))) or 0)
+            if conn.dialect.name == "postgresql":
+                sequence = conn.scalar(select(func.pg_get_serial_sequence("oplog", "seq")))
+                counter = conn.exec_driver_sql(
+                    f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {sequence}"
+                )
+                return max(newest, int(counter.scalar() or 0))
+            if conn.dialect.name == "sqlite":
+                counter = conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = 'oplog'")
+                return max(newest, int(counter.scalar() or 0))
+            return newest
+
+    def continue_log_after(self, seq: int) -> None:
+        """Number the next change after ``seq``: after a restore, the store may hold
+        manifests newer than the backup, whose numbers must not be reused."""
+        with self._write() as conn:
+            _continue_sequence(conn, "oplog", "seq", seq)
+
     # --- helpers -----------------------------------------------------------------
 
     def _require_folder(self, conn: Connection, folder_id: int) -> None:
@@ -1041,6 +1118,24 @@ def _log_node(
     _log(
         conn, "node", id=node_id, parent=parent_id, name=name, dir=is_dir, created=created, modified=modified
     )
+
+
+def _parents_first(tree: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Node rows ordered so every parent precedes its children (a MOVE can put a node
+    under a folder created after it, so ids alone do not give this order)."""
+    children: dict[Any, list[dict[str, Any]]] = {}
+    for row in tree:
+        children.setdefault(row["parent_id"], []).append(row)
+    ordered: list[dict[str, Any]] = []
+    frontier = children.get(None, [])
+    while frontier:
+        ordered.extend(frontier)
+        frontier = [child for row in frontier for child in children.get(row["id"], [])]
+    if len(ordered) != len(tree):
+        raise CatalogError(
+            f"the backup's tree is broken: {len(tree) - len(ordered)} nodes have no path to the root"
+        )
+    return ordered
 
 
 def _continue_ids_after(conn: Connection) -> None:

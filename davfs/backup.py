@@ -1,0 +1,276 @@
+"""Catalog backups kept in the chunk store itself, so a Telegram-backed drive keeps its
+own index in Telegram and losing the machine loses no file.
+
+A backup is the whole catalog (every table, from one consistent read transaction) as
+gzip-compressed JSON lines, cut into chunks of ``kind="backup-part"`` plus one small
+index chunk of ``kind="backup"`` that lists the parts with their hashes. The format is
+the same for SQLite and PostgreSQL catalogs, and a backup of either restores into
+either: a logical dump rather than SQLite's page-level backup API, whose file only
+SQLite could read. gc only touches ``data`` chunks, so backups are never collected; the
+backup job itself keeps the newest ``keep``.
+
+``restore`` verifies every part against the index before writing a single row.
+Manifests cover the changes made after a backup: ``davfs recover`` rebuilds the
+newest state from them alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any
+
+from davfs.catalog import Catalog
+from davfs.catalog.schema import SCHEMA_VERSION
+from davfs.errors import CatalogError, DavfsError
+from davfs.stores.base import ChunkHasher, ChunkMeta, ChunkStore
+
+log = logging.getLogger(__name__)
+
+FORMAT = "davfs-catalog-backup/1"
+INDEX_KIND = "backup"
+PART_KIND = "backup-part"
+
+
+@dataclass(frozen=True)
+class Backup:
+    """One backup as its index chunk describes it."""
+
+    locator: str
+    """Of the index chunk; what ``davfs restore`` takes to name a backup."""
+    created: float
+    rows: int
+    size: int
+    parts: list[tuple[str, str, int]]
+    """(ChunkHash, locator, size) of each part, in order."""
+
+    @property
+    def label(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.created))
+        return f"{self.locator}  {when}  {self.rows} rows, {self.size} bytes in {len(self.parts)} parts"
+
+
+def backup_catalog(catalog: Catalog, store: ChunkStore, *, part_size: int) -> Backup:
+    """Write a backup of ``catalog`` into ``store``; returns it."""
+    created = time.time()
+    parts: list[tuple[str, str, int]] = []
+    rows = 0
+    sink = _PartWriter(store, part_size, parts)
+    try:
+        with gzip.GzipFile(fileobj=sink, mode="wb", mtime=int(created)) as packed:
+            header = {
+                "format": FORMAT,
+                "schema": SCHEMA_VERSION,
+                "created": created,
+                "last_seq": catalog.last_seq(),
+            }
+            packed.write(json.dumps(header).encode() + b"\n")
+            for table, row in catalog.dump_rows():
+                packed.write(json.dumps([table, _encode(row)], separators=(",", ":")).encode() + b"\n")
+                rows += 1
+        sink.close()
+    except BaseException:
+        sink.discard()  # parts without an index would never be listed or pruned
+        raise
+    index = json.dumps(
+        {"format": FORMAT, "created": created, "rows": rows, "parts": parts}, separators=(",", ":")
+    ).encode()
+    locator = store.put(index, dataclasses.replace(ChunkMeta.of(index), kind=INDEX_KIND))
+    return Backup(locator, created, rows, sum(size for _, _, size in parts), parts)
+
+
+def list_backups(store: ChunkStore) -> list[Backup]:
+    """Every backup in the store, oldest first (reads each small index chunk)."""
+    found = []
+    for locator, meta in store.iter_chunks():
+        if meta.kind != INDEX_KIND:
+            continue
+        try:
+            found.append(_read_index(store, locator, meta))
+        except (DavfsError, ValueError, KeyError) as exc:
+            log.warning("skipping unreadable backup index %s: %s", locator, exc)
+    return sorted(found, key=lambda b: b.created)
+
+
+def restore_catalog(catalog: Catalog, store: ChunkStore, backup: Backup, *, replace: bool = False) -> int:
+    """Load ``backup`` into the empty ``catalog`` (or over it, with ``replace``, in one
+    transaction); returns the number of rows."""
+    with _verified_parts(store, backup) as stream, gzip.GzipFile(fileobj=stream, mode="rb") as packed:
+        header = json.loads(packed.readline())
+        if header.get("format") != FORMAT:
+            raise CatalogError(f"backup {backup.locator} is not a davfs catalog backup")
+        if int(header.get("schema", 0)) != SCHEMA_VERSION:
+            raise CatalogError(
+                f"backup {backup.locator} has catalog schema {header.get('schema')}, this davfs "
+                f"{SCHEMA_VERSION}; restore it with the davfs version that made it"
+            )
+        rows = ((table, _decode(row)) for table, row in map(json.loads, packed))
+        loaded = catalog.load_rows(rows, replace=replace)
+    catalog.continue_log_after(int(header.get("last_seq", 0)))
+    return loaded
+
+
+def prune_backups(store: ChunkStore, keep: int) -> list[Backup]:
+    """Delete all but the newest ``keep`` backups; returns the deleted ones."""
+    backups = list_backups(store)
+    doomed = backups[: max(0, len(backups) - keep)]
+    for backup in doomed:
+        store.delete(backup.locator)  # the index first: a half-deleted backup is not listed
+        for _, locator, _ in backup.parts:
+            store.delete(locator)
+    return doomed
+
+
+def find_backup(store: ChunkStore, name: str | None) -> Backup:
+    backups = list_backups(store)
+    if not backups:
+        raise CatalogError("the store holds no catalog backup; `davfs backup` makes one")
+    if name in (None, "latest"):
+        return backups[-1]
+    for backup in backups:
+        if backup.locator == name:
+            return backup
+    raise CatalogError(f"no backup {name!r} in the store; `davfs restore --list` lists them")
+
+
+class BackupSchedule:
+    """Backs the catalog up into the store every ``interval`` seconds (the server's
+    job; one instance at a time), keeping the newest ``keep``."""
+
+    def __init__(
+        self, catalog: Catalog, store: ChunkStore, *, interval: float, keep: int, part_size: int
+    ) -> None:
+        self._catalog = catalog
+        self._store = store
+        self._interval = interval
+        self._keep = keep
+        self._part_size = part_size
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="davfs-backup", daemon=True)
+
+    def start(self) -> None:
+        if self._interval > 0:
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                with self._catalog.single_instance("backup") as mine:
+                    if mine:
+                        made = backup_catalog(self._catalog, self._store, part_size=self._part_size)
+                        prune_backups(self._store, self._keep)
+                        log.info("catalog backup %s", made.label)
+            except Exception:  # noqa: BLE001 - a failed backup must not end the schedule
+                log.exception("catalog backup failed; retrying in %s s", self._interval)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
+
+
+class _PartWriter(io.RawIOBase):
+    """A write-only stream that cuts what it is given into spooled parts of
+    ``part_size`` bytes and puts each into the store as it fills (never a whole part
+    in memory)."""
+
+    def __init__(self, store: ChunkStore, part_size: int, parts: list[tuple[str, str, int]]) -> None:
+        self._store = store
+        self._part_size = part_size
+        self._parts = parts
+        self._spool: IO[bytes] | None = None
+        self._spool_path = ""
+        self._hasher = ChunkHasher()
+        self._size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        total = len(view)
+        while view:
+            if self._spool is None:
+                fd, self._spool_path = tempfile.mkstemp(
+                    prefix="backup-", suffix=".spool", dir=self._store.properties.spool_dir
+                )
+                self._spool = os.fdopen(fd, "wb")
+            take = min(self._part_size - self._size, len(view))
+            self._spool.write(view[:take])
+            self._hasher.update(view[:take])
+            self._size += take
+            view = view[take:]
+            if self._size == self._part_size:
+                self._ship()
+        return total
+
+    def _ship(self) -> None:
+        assert self._spool is not None
+        self._spool.close()
+        self._spool = None
+        meta = dataclasses.replace(self._hasher.meta(), kind=PART_KIND)
+        locator = self._store.put_file(self._spool_path, meta)
+        self._parts.append((meta.chunk_hash, locator, meta.size))
+        self._hasher = ChunkHasher()
+        self._size = 0
+
+    def close(self) -> None:
+        """Store the last, partly filled part."""
+        if not self.closed and self._spool is not None:
+            self._ship()
+        super().close()
+
+    def discard(self) -> None:
+        """Remove the spool and every part stored so far."""
+        if self._spool is not None:
+            self._spool.close()
+            os.unlink(self._spool_path)
+            self._spool = None
+        for _, locator, _ in self._parts:
+            self._store.delete(locator)
+        self._parts.clear()
+        super().close()
+
+
+@contextmanager
+def _verified_parts(store: ChunkStore, backup: Backup) -> Iterator[IO[bytes]]:
+    """The parts of a backup read back in order into a temporary file, each checked
+    against the index before anything is restored from it."""
+    with tempfile.TemporaryFile() as joined:
+        for chunk_hash, locator, size in backup.parts:
+            data = store.get(locator, 0, size)
+            if hashlib.sha256(data).hexdigest() != chunk_hash:
+                raise CatalogError(f"backup {backup.locator}: part {locator} is damaged; try an older backup")
+            joined.write(data)
+        joined.seek(0)
+        yield joined
+
+
+def _read_index(store: ChunkStore, locator: str, meta: ChunkMeta) -> Backup:
+    data = store.get(locator, 0, meta.size)
+    if hashlib.sha256(data).hexdigest() != meta.chunk_hash:
+        raise ValueError("damaged")
+    index = json.loads(data)
+    if index.get("format") != FORMAT:
+        raise ValueError(f"unknown format {index.get('format')!r}")
+    parts = [(str(h), str(loc), int(n)) for h, loc, n in index["parts"]]
+    return Backup(locator, float(index["created"]), int(index["rows"]), sum(n for _, _, n in parts), parts)
+
+
+def _encode(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: {"$b": bytes(v).hex()} if isinstance(v, (bytes, memoryview)) else v for k, v in row.items()}
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: bytes.fromhex(v["$b"]) if isinstance(v, dict) else v for k, v in row.items()}
