@@ -86,7 +86,20 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--verify",
         action="store_true",
-        help="also read back and re-hash every block of every file in the store",
+        help="also read back and re-hash every block of every file in the store "
+        "(an interrupted run continues where it stopped)",
+    )
+    check.add_argument(
+        "--from-start", action="store_true", help="verify everything again, not from a checkpoint"
+    )
+    check.add_argument(
+        "--rate", type=float, help="verify at most this many MB per second (e.g. for Telegram)"
+    )
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="(implies --verify) use another intact copy of a broken chunk if the store has one, "
+        "else mark it damaged so its files fail clearly when read",
     )
     check.set_defaults(func=_fsck)
 
@@ -216,14 +229,35 @@ def _windows_setup(config: DavfsConfig, args: argparse.Namespace) -> int:
 
 
 def _fsck(config: DavfsConfig, args: argparse.Namespace) -> int:
+    from davfs.fsck import Checkpoint, repair
+
+    verify = args.verify or args.repair
+    checkpoint = Checkpoint(config.data_dir / "fsck-verify.json")
+    if verify and not args.from_start:
+        checkpoint = Checkpoint.load(checkpoint.path)
     with _Drive(config) as drive:
-        total = drive.catalog.used_bytes() if args.verify else 0
-        with _progress(total, "verify", quiet=not args.verify) as bar:
-            report = fsck(drive.catalog, drive.store, verify=args.verify, progress=bar.update)
+        total = drive.catalog.used_bytes() if verify else 0
+        with _progress(total, "verify", quiet=not verify) as bar:
+            if checkpoint.bytes_verified:
+                bar.update(checkpoint.bytes_verified)
+            report = fsck(
+                drive.catalog,
+                drive.store,
+                verify=verify,
+                progress=bar.update,
+                checkpoint=checkpoint if verify else None,
+                rate=args.rate * 1e6 if args.rate else None,
+            )
+        if args.repair:
+            repair(drive.catalog, drive.store, report)
+    if report.resumed_after:
+        print(
+            f"continued an interrupted verification after chunk {report.resumed_after[:16]}", file=sys.stderr
+        )
     for line in report.lines():
         print(line)
     verified = (
-        f", {report.chunks_verified} chunks ({report.bytes_verified} bytes) re-hashed" if args.verify else ""
+        f", {report.chunks_verified} chunks ({report.bytes_verified} bytes) re-hashed" if verify else ""
     )
     print(f"{'clean' if report.clean else 'PROBLEMS FOUND'}{verified}", file=sys.stderr)
     return 0 if report.clean else 1

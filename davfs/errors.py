@@ -23,6 +23,7 @@ provider answers when the error reaches WebDAV (the translation happens in one p
     │       ├── StoreTimeout         no answer in time
     │       └── ChunkCollected       gc deleted a chunk an upload had just stored
     ├── IntegrityError               bytes from the store failed their BlockHash
+    │   └── DamagedFile              fsck --repair marked a chunk of the file unreadable
     └── UploadError
         └── IncompleteUpload         body shorter/longer than Content-Length
 """
@@ -144,6 +145,10 @@ class IntegrityError(DavfsError):
     """Block {} of chunk {} failed verification (expected SHA-256 {}, got {}); the stored bytes are damaged."""
 
     http_status = 500
+
+
+class DamagedFile(IntegrityError):
+    """{} is damaged ({}); `davfs fsck --verify --repair` found it unreadable. Upload it again to heal it."""
 
 
 class UploadError(DavfsError):

@@ -46,7 +46,7 @@ from wsgidav.util import etree
 
 from davfs import listing
 from davfs.catalog import ABSENT, Catalog, Node, split_path
-from davfs.errors import DavfsError, IntegrityError, StoreUnavailable
+from davfs.errors import DamagedFile, DavfsError, IntegrityError, StoreUnavailable
 from davfs.reader import ChunkReader
 from davfs.stores.base import ChunkStore
 from davfs.writer import ChunkWriter, UploadTarget
@@ -508,6 +508,8 @@ class DavfsFile(_NodeResource, DAVNonCollection):  # type: ignore[misc]
         provider = self.provider
         with _dav_errors():
             snapshot = provider.catalog.snapshot(node.version_id, self.path)
+            if snapshot.damaged:
+                raise DamagedFile(self.path, snapshot.damaged)
             reader = ChunkReader(
                 snapshot, provider.store, provider.read_executor, window=provider.prefetch_blocks
             )

@@ -53,3 +53,5 @@ class FileSnapshot:
     mtime: float
     etag: str
     extents: tuple[Extent, ...]
+    damaged: str | None = None
+    """Why ``fsck --repair`` found a chunk of this version unreadable, if it did."""

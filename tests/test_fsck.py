@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 
 from davfs.cli import main as cli_main
+from davfs.stores.base import ChunkMeta
 from davfs.stores.local import LocalStore
+from davfs.stores.memory import MemoryStore
 from tests.conftest import MiB, RunningServer
 
 
@@ -93,3 +97,135 @@ def test_chunks_only_replaced_versions_hold_must_still_be_there(
     LocalStore(str(data_dir / "store")).delete(first_chunks["one.bin"])
     code, output = run_fsck(data_dir, capsys, "--verify")
     assert code == 1 and "no current file" in output
+
+
+def test_repair_marks_a_broken_file_which_stays_listed_fails_clearly_and_heals_on_upload(
+    start_server: Callable[..., RunningServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir, first_chunks = data_with_files(start_server)
+    LocalStore(str(data_dir / "store")).delete(first_chunks["one.bin"])
+    code, output = run_fsck(data_dir, capsys, "--repair")
+    assert code == 1 and "marked damaged" in output and "/one.bin" in output
+    code, output = run_fsck(data_dir, capsys)  # the mark stays until healed
+    assert code == 1 and "missing from the store (marked damaged)" in output
+
+    running = start_server(data_dir=data_dir, chunk_size="1MiB")
+    listing = requests.request("PROPFIND", running.url, headers={"Depth": "1"}).text
+    assert "one.bin" in listing  # still listed
+    broken = requests.get(running.url + "one.bin", timeout=10)
+    assert broken.status_code == 500 and "is damaged" in broken.text and "fsck" in broken.text
+    assert requests.get(running.url + "two.bin").status_code == 200  # the others are fine
+    requests.put(running.url + "other.bin", data=os.urandom(1)).raise_for_status()  # heals nothing
+    running.stop()
+    assert run_fsck(data_dir, capsys)[0] == 1
+
+
+def test_uploading_the_same_content_again_heals_a_marked_chunk(
+    start_server: Callable[..., RunningServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = start_server(chunk_size="1MiB")
+    data = os.urandom(MiB + 10)
+    requests.put(running.url + "f.bin", data=data).raise_for_status()
+    node = running.app.catalog.resolve(["f.bin"])
+    chunk = running.app.catalog.snapshot(node.version_id, "/f.bin").extents[0].chunk
+    running.stop()
+    data_dir = running.config.data_dir
+    LocalStore(str(data_dir / "store")).delete(chunk.locator)
+    assert run_fsck(data_dir, capsys, "--repair")[0] == 1
+    running = start_server(data_dir=data_dir, chunk_size="1MiB")
+    assert requests.get(running.url + "f.bin").status_code == 500
+    requests.put(running.url + "copy-of-f.bin", data=data).raise_for_status()  # the user copies it back
+    assert requests.get(running.url + "f.bin").content == data
+    running.stop()
+    assert run_fsck(data_dir, capsys, "--verify") == (0, "clean, 2 chunks (1048586 bytes) re-hashed\n")
+
+
+class CopiesStore(MemoryStore):
+    """Like Telegram, every put is a new copy with a locator of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.properties = dataclasses.replace(self.properties, content_addressed=False)
+        self._copies = 0
+
+    def put(self, data: bytes | memoryview, meta: ChunkMeta) -> str:
+        self._copies += 1
+        locator = f"{meta.chunk_hash}-{self._copies}"
+        with self._lock:
+            self._chunks[locator] = (bytes(data), meta)
+        return locator
+
+
+def test_repair_points_a_broken_chunk_at_another_intact_copy(tmp_path: Path) -> None:
+    from davfs.catalog import ROOT_ID, Catalog
+    from davfs.fsck import fsck, repair
+    from davfs.writer import ChunkWriter, UploadTarget
+
+    catalog, store = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}"), CopiesStore()
+    data = os.urandom(300_000)
+    with ThreadPoolExecutor(2) as pool:
+        writer = ChunkWriter(
+            UploadTarget(ROOT_ID, "f", "/f"), catalog, store, pool, expected_size=len(data), chunk_size=MiB
+        )
+        writer.write(data)
+        writer.close()
+    first = catalog.locator_of(ChunkMeta.of(data).chunk_hash)
+    second = store.put(data, ChunkMeta.of(data))  # e.g. a re-upload after a lost confirmation
+    store.put(b"\0" * len(data), ChunkMeta.of(data))  # a damaged third copy is not used
+    store.delete(first)
+    report = fsck(catalog, store, verify=True)
+    assert list(report.missing) == [ChunkMeta.of(data).chunk_hash]
+    repair(catalog, store, report)
+    assert report.relocated == [ChunkMeta.of(data).chunk_hash] and not report.newly_marked
+    assert catalog.locator_of(ChunkMeta.of(data).chunk_hash) == second
+    assert fsck(catalog, store, verify=True).clean
+    catalog.close()
+
+
+def test_an_interrupted_verification_continues_where_it_stopped(
+    start_server: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from davfs import fsck as fsck_module
+    from davfs.catalog import Catalog
+
+    running = start_server(chunk_size="1MiB")
+    for i in range(6):
+        requests.put(running.url + f"f{i}", data=os.urandom(MiB)).raise_for_status()
+    running.stop()
+    catalog = Catalog(running.config.catalog_url)
+    store = LocalStore(str(running.config.data_dir / "store"))
+    checkpoint = fsck_module.Checkpoint(tmp_path / "fsck-verify.json")
+    monkeypatch.setattr(fsck_module, "CHECKPOINT_SECONDS", 0.0)
+    read = []
+
+    def stop_after_three(n: int) -> None:
+        read.append(n)
+        if len(read) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fsck_module.fsck(catalog, store, verify=True, progress=stop_after_three, checkpoint=checkpoint)
+    assert checkpoint.path.exists()
+    resumed = fsck_module.fsck(
+        catalog,
+        store,
+        verify=True,
+        progress=read.append,
+        checkpoint=fsck_module.Checkpoint.load(checkpoint.path),
+    )
+    assert resumed.resumed_after and resumed.clean
+    assert resumed.chunks_verified == 6 and len(read) == 3 + 4  # the third chunk is read again
+    assert not checkpoint.path.exists()  # finished: the next run starts from the beginning
+    catalog.close()
+
+
+def test_the_rate_limit_paces_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from davfs import fsck as fsck_module
+
+    clock = [100.0]
+    monkeypatch.setattr(fsck_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(fsck_module.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    throttle = fsck_module._Throttle(2 * MiB)
+    for _ in range(10):
+        throttle.take(MiB)
+    assert clock[0] == pytest.approx(100.0 + 5.0)  # 10 MiB at 2 MiB/s

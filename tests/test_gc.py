@@ -275,6 +275,7 @@ def test_a_schema_2_catalog_is_brought_forward(tmp_path: Path):
     with sqlite3.connect(path) as db:
         db.execute("ALTER TABLE chunks DROP COLUMN deleting")
         db.execute("ALTER TABLE chunks DROP COLUMN deleted_epoch")
+        db.execute("ALTER TABLE chunks DROP COLUMN damaged")
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     catalog = Catalog(f"sqlite:///{path}")
     assert catalog.schema_version() == 3 and catalog.gc_epoch() == 0

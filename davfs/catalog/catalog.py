@@ -160,6 +160,7 @@ _VERSION_EXTENTS = (
         chunks.c.size,
         chunks.c.block_size,
         chunks.c.block_hashes,
+        chunks.c.damaged,
     )
     .select_from(extents.join(chunks, chunks.c.chunk_hash == extents.c.chunk_hash))
     .where(extents.c.version_id == bindparam("version_id"))
@@ -292,7 +293,8 @@ class Catalog:
         )
         if sum(e.length for e in parts) != head.size:
             raise CatalogError(f"version {version_id} of {path} has missing extents")
-        return FileSnapshot(path, version_id, head.size, head.modified or 0.0, head.etag, parts)
+        damaged = next((f"chunk {r.chunk_hash[:16]} {r.damaged}" for r in rows if r.damaged), None)
+        return FileSnapshot(path, version_id, head.size, head.modified or 0.0, head.etag, parts, damaged)
 
     def locator_of(self, chunk_hash: str) -> str | None:
         """Where the store keeps a chunk the catalog knows, if it does (and gc is not
@@ -303,10 +305,37 @@ class Catalog:
                     chunks.c.chunk_hash == chunk_hash,
                     chunks.c.deleting.is_(None),
                     chunks.c.deleted_epoch.is_(None),
+                    chunks.c.damaged.is_(None),
                 )
             )
 
     # --- garbage collection (davfs.gc drives these) ------------------------------
+
+    def mark_damaged(self, chunk_hash: str, reason: str) -> None:
+        """Record that a chunk cannot be read back (``fsck --repair``): downloads of the
+        files using it fail at once with ``reason`` instead of midway."""
+        with self._write() as conn:
+            conn.execute(update(chunks).where(chunks.c.chunk_hash == chunk_hash).values(damaged=reason))
+
+    def relocate_chunk(self, chunk_hash: str, locator: str) -> None:
+        """Point a chunk at another, intact copy in the store; clears its damage mark."""
+        with self._write() as conn:
+            conn.execute(
+                update(chunks).where(chunks.c.chunk_hash == chunk_hash).values(locator=locator, damaged=None)
+            )
+
+    def locator_of_any(self, chunk_hash: str) -> str | None:
+        """Where the catalog says a chunk is, whatever its state."""
+        with self._read() as conn:
+            return conn.scalar(select(chunks.c.locator).where(chunks.c.chunk_hash == chunk_hash))
+
+    def damaged_chunks(self) -> dict[str, str]:
+        """ChunkHash → reason, for every chunk marked damaged."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(chunks.c.chunk_hash, chunks.c.damaged).where(chunks.c.damaged.is_not(None))
+            )
+            return {r.chunk_hash: r.damaged for r in rows}
 
     def gc_epoch(self) -> int:
         """How many gc deletion batches have completed; uploads read it before storing."""
@@ -1030,8 +1059,8 @@ class Catalog:
         unknown: Counter[str] = Counter()
         for chunk_hash, count in counts.items():
             values: dict[str, Any] = {"refcount": chunks.c.refcount + count, "unreferenced_since": None}
-            if locators is not None:
-                values["locator"] = locators[chunk_hash]
+            if locators is not None:  # a fresh copy was just stored: whatever was damaged is healed
+                values.update(locator=locators[chunk_hash], damaged=None)
             updated = conn.execute(
                 update(chunks).where(chunks.c.chunk_hash == chunk_hash).values(**values)
             ).rowcount
