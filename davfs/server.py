@@ -2,7 +2,8 @@
 
 The path from here to a chunk: :func:`build_app` opens the catalog and the store, wraps
 them in a :class:`~davfs.provider.DavfsProvider`, and hands that to wsgidav's
-``WsgiDAVApp`` (auth, If-headers, locks, XML). :func:`make_server` puts the app on a
+``WsgiDAVApp`` (auth, If-headers, locks, XML), behind :class:`~davfs.edge.Edge`
+(request ids, access log, health endpoint). :func:`make_server` puts the app on a
 cheroot server sized for long transfers: many worker threads (each transfer holds
 one for its whole duration) and a socket timeout long enough for slow clients.
 """
@@ -31,6 +32,7 @@ from davfs.backup import BackupSchedule
 from davfs.catalog import Catalog
 from davfs.config import DavfsConfig
 from davfs.connect import first_user_banner
+from davfs.edge import Edge
 from davfs.errors import ConfigError
 from davfs.gc import GcSchedule
 from davfs.manifest import ManifestWriter
@@ -70,7 +72,8 @@ _WSGIDAV_DEFAULTS: dict[str, Any] = {
 class App:
     """The WSGI application and what it owns, so tests and the CLI can close it."""
 
-    wsgi: WsgiDAVApp
+    wsgi: Edge
+    """wsgidav's application behind davfs's edge (request ids, access log, health)."""
     provider: DavfsProvider
     catalog: Catalog
     store: ChunkStore
@@ -126,7 +129,7 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
         provider_mapping={"/": provider},
         lock_storage=locks,
     )
-    app = WsgiDAVApp(wsgidav_conf)
+    app = Edge(WsgiDAVApp(wsgidav_conf), catalog)
     # With its own logging off, wsgidav's logger swallows everything, including the
     # tracebacks of internal errors; send its warnings and errors to ours.
     wsgidav_log = logging.getLogger("wsgidav")
