@@ -1,6 +1,8 @@
 """Chunk stores, opened by URL scheme from one table (restic's ``location.Registry``).
 
-``open_store("local:/srv/davfs/store")`` or ``open_store("memory:")``. The Telegram
+``open_store("local:/srv/davfs/store")`` or ``open_store("memory:")``;
+``faulty:SEED:RATES:INNER`` wraps another store in :class:`FaultyStore` for the
+benchmarks (``faulty:7:put.U=0.02,get.C=0.01:local:/tmp/store``). The Telegram
 store needs more than a URL (accounts, channel, pacing), so :func:`open_configured_store`
 opens it from the whole configuration; telethon is imported only when it is used.
 """
@@ -18,7 +20,21 @@ from davfs.stores.memory import MemoryStore
 _OPENERS: dict[str, Callable[[str], ChunkStore]] = {
     "local": lambda rest: LocalStore(rest),
     "memory": lambda rest: MemoryStore(),
+    "faulty": lambda rest: _open_faulty(rest),
 }
+
+
+def _open_faulty(rest: str) -> ChunkStore:
+    from davfs.stores.faulty import FaultPlan, FaultyStore
+
+    seed, rates, inner = (rest.split(":", 2) + ["", ""])[:3]
+    try:
+        plan = FaultPlan.parse(seed, rates)
+    except ValueError as exc:
+        raise ConfigError(
+            "davfs.store", f"faulty:SEED:RATES:INNER, e.g. faulty:7:put.U=0.02:local:/tmp/s ({exc})"
+        ) from None
+    return FaultyStore(open_store(inner), plan)
 
 
 def open_store(url: str) -> ChunkStore:

@@ -127,6 +127,19 @@ class FaultPlan:
         same faults on the same sequence of calls of each operation."""
         return cls(rates=rates, seed=seed, delay=delay, timeout_after=timeout_after)
 
+    @classmethod
+    def parse(cls, seed: str, rates: str) -> FaultPlan:
+        """A random plan from text, for the ``faulty:`` store URL the benchmarks use:
+        ``parse("7", "put.U=0.02,get.C=0.01")``. Raises ValueError on bad text."""
+        table: dict[str, dict[str, float]] = {}
+        for item in filter(None, (part.strip() for part in rates.split(","))):
+            name, _, value = item.partition("=")
+            op, _, letter = name.partition(".")
+            if not (op and letter and value):
+                raise ValueError(f"{item!r} is not op.LETTER=rate, e.g. put.U=0.02")
+            table.setdefault(op, {})[letter] = float(value)
+        return cls.random(int(seed), table)
+
     def schedule(self, op: str) -> str:
         """The schedule string of ``op``."""
         value: str = getattr(self, op)

@@ -484,3 +484,20 @@ def test_random_corruption_never_reaches_the_caller(window):
             results["ok"] += 1
     assert results["caught"] and results["ok"]
     assert store.injected[("get", "C")] >= results["caught"]
+
+
+def test_the_faulty_url_scheme_wraps_another_store_for_the_benchmarks(tmp_path) -> None:
+    from davfs.errors import ConfigError
+    from davfs.stores import open_store
+
+    store = open_store(f"faulty:7:put.U=0.5,get.C=0.25:local:{tmp_path / 'inner'}")
+    assert isinstance(store, FaultyStore) and isinstance(store.inner, LocalStore)
+    assert store.plan.seed == 7 and store.plan.rates == {"put": {"U": 0.5}, "get": {"C": 0.25}}
+    for bad in (
+        "faulty:x:put.U=1:memory:",
+        "faulty:1:put:memory:",
+        "faulty:1:put.Q=0.1:memory:",
+        "faulty:1:put.U=2:memory:",
+    ):
+        with pytest.raises(ConfigError, match="faulty:SEED:RATES:INNER"):
+            open_store(bad)
