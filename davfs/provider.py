@@ -349,11 +349,28 @@ class _NodeResource:
         failed, so here a folder that still has members is refused. MOVE and COPY call
         it to clear a destination, after checking the whole tree for locks, and expect
         the whole tree to go."""
+        if self._replaced_by_copy_or_move():
+            self.remove_all_locks(recursive=False)  # type: ignore[attr-defined]
+            return
         node = self._require_node()
         recursive = self.environ.get("REQUEST_METHOD") != "DELETE"
         with _dav_errors():
             self.provider.catalog.delete(node, recursive=recursive)
         self.remove_all_locks(recursive=recursive)  # type: ignore[attr-defined]
+
+    def _replaced_by_copy_or_move(self) -> bool:
+        """Whether this is a file a MOVE or COPY of a file is about to replace. wsgidav
+        deletes the destination first, in a transaction of its own; a crash between that
+        and the move would lose the file an editor saves by renaming over it. The
+        catalog's move and copy replace a destination in their own transaction, so the
+        delete is left to them."""
+        environ = self.environ
+        if environ.get("REQUEST_METHOD") not in ("COPY", "MOVE") or not isinstance(self, DavfsFile):
+            return False
+        target = unquote(urlparse(environ.get("HTTP_DESTINATION", "")).path).rstrip("/")
+        if target != self.path.rstrip("/"):
+            return False
+        return isinstance(self.provider.get_resource_inst(environ["PATH_INFO"], environ), DavfsFile)
 
     def handle_delete(self) -> bool:
         """Delete a whole tree in one transaction when nothing below is locked and the
