@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import ctypes
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,10 @@ def make_server(config: DavfsConfig, app: App) -> wsgi.Server:
     return server
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _return_large_buffers_to_the_os() -> None:
     """Keep glibc from hoarding chunk buffers (invariant 5).
 
@@ -228,7 +233,9 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def serve(config: DavfsConfig) -> None:
-    """Run until interrupted."""
+    """Run until interrupted (Ctrl-C, or SIGTERM from systemd, docker or kill), then
+    shut down in order: the last manifest is written, the store and catalog closed."""
+    signal.signal(signal.SIGTERM, _interrupt)
     app = build_app(config)
     server = make_server(config, app)
     try:

@@ -67,3 +67,18 @@ def test_names_no_client_could_use_are_refused(tmp_path, capsys):
     assert "not a valid path" in capsys.readouterr().err
     assert run(tmp_path, "ls", "/") == 0
     assert capsys.readouterr().out == ""
+
+
+def test_sigterm_shuts_the_server_down_in_order(server_process, tmp_path):
+    """systemd, docker and kill send SIGTERM: the last manifest must still be written."""
+    import requests
+
+    from davfs.catalog import Catalog
+
+    proc = server_process(tmp_path / "data", env={"DAVFS_MANIFEST_INTERVAL": "3600"})
+    requests.put(proc.url + "f.txt", data=b"x", timeout=10).raise_for_status()
+    proc.process.terminate()
+    assert proc.process.wait(timeout=30) == 0, proc.log()
+    catalog = Catalog(f"sqlite:///{tmp_path / 'data' / 'catalog.sqlite'}")
+    assert catalog.pending_log(10) == []  # every change is in a manifest in the store
+    catalog.close()
