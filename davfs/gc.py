@@ -13,12 +13,15 @@ on PostgreSQL alike):
    and died, or has not committed yet) gets a row with no references, from now.
 3. *Mark* chunks unreferenced for longer than ``grace`` that no upload journal names
    (``deleting``), delete them from the store, then turn the marks into *tombstones*
-   under a new gc epoch.
+   under a new gc epoch. A delete that failed (perhaps it happened and only the answer
+   was lost) gets the same epoch but stays marked; the next run tries it again.
+   A tombstoned chunk that turns up in the store again (an upload stored the bytes
+   anew and did not commit) is adopted in step 2 like any unknown chunk.
 
 An upload reads the gc epoch before it stores its first chunk and commits with it. If a
-chunk it stored is marked, or was tombstoned in a later epoch, at the same locator, its
-copy may be the one gc deleted, and the commit fails with ``ChunkCollected`` (HTTP 503;
-the client uploads again and the next attempt stores the chunk anew). That is the only
+chunk it stored is being deleted at the same locator, or was deleted in a later epoch,
+its copy may be the one gc deleted, and the commit fails with ``ChunkCollected`` (HTTP
+503; the client uploads again and the next attempt stores the chunk anew). That is the only
 case where gc and an upload meet; committed files never lose a chunk.
 
 Limits: a chunk stored twice under different locators (a crash between a put and its
@@ -101,22 +104,23 @@ def collect_garbage(
             return _dry_run(catalog, store, grace, report)
         report.versions_dropped, report.uploads_abandoned = catalog.drop_retired(time.time() - grace)
         report.orphans_adopted = catalog.adopt_orphans(catalog.unknown_chunks(_stored_data_chunks(store)))
-        cutoff = time.time() - grace  # after the scan: with no grace, orphans go in this run
-        while batch := catalog.mark_for_deletion(cutoff, BATCH, stale=STALE_MARK):
+        started = time.time()
+        cutoff = started - grace  # after the scan: with no grace, orphans go in this run
+        while batch := catalog.mark_for_deletion(cutoff, BATCH, stale=STALE_MARK, retry_before=started):
             done: list[tuple[str, str]] = []
+            failed: list[tuple[str, str]] = []
             for chunk_hash, locator, size in batch:
                 try:
                     store.delete(locator)
-                except DavfsError as exc:  # stays marked; the next run retries it
+                except DavfsError as exc:  # perhaps deleted, perhaps not: the next run retries
                     report.failed.append(f"{chunk_hash[:16]}… at {locator}: {exc}")
+                    failed.append((chunk_hash, locator))
                     continue
                 done.append((chunk_hash, locator))
                 report.deleted.append((chunk_hash, locator, size))
                 if progress is not None:
                     progress(size)
-            catalog.forget_deleted(done)
-            if not done:
-                break  # every delete failed: the store is down, try next time
+            catalog.forget_deleted(done, failed)
         catalog.prune_tombstones(time.time() - TOMBSTONE_DAYS * 86400)
     return report
 

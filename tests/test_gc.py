@@ -22,6 +22,7 @@ from davfs.fsck import fsck
 from davfs.gc import collect_garbage
 from davfs.reader import ChunkReader
 from davfs.stores.base import ChunkMeta
+from davfs.stores.faulty import FaultPlan, FaultyStore
 from davfs.stores.local import LocalStore
 from davfs.writer import ChunkWriter, UploadTarget
 from tests.conftest import MiB, RunningServer
@@ -182,7 +183,7 @@ def test_an_upload_committing_while_gc_deletes_its_chunk_is_refused(drive):
     catalog.drop_retired(time.time() + 1)
     racing = upload(catalog, store, "new", data)
     racing._ship_chunk(last=True)
-    marked = catalog.mark_for_deletion(time.time() + 1, 10, stale=3600)  # gc is between its steps
+    marked = catalog.mark_for_deletion(time.time() + 1, 10, stale=3600, retry_before=0)  # gc is mid-way
     assert len(marked) == 1
     with pytest.raises(ChunkCollected):
         racing.close()
@@ -275,6 +276,7 @@ def test_a_schema_2_catalog_is_brought_forward(tmp_path: Path):
     with sqlite3.connect(path) as db:
         db.execute("ALTER TABLE chunks DROP COLUMN deleting")
         db.execute("ALTER TABLE chunks DROP COLUMN deleted_epoch")
+        db.execute("ALTER TABLE chunks DROP COLUMN deleted_at")
         db.execute("ALTER TABLE chunks DROP COLUMN damaged")
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     catalog = Catalog(f"sqlite:///{path}")
@@ -284,3 +286,41 @@ def test_a_schema_2_catalog_is_brought_forward(tmp_path: Path):
     catalog.delete(catalog.resolve(["f"]), recursive=False)
     assert len(collect_garbage(catalog, store, grace=0).deleted) == 1
     catalog.close()
+
+
+@pytest.mark.parametrize("fault", ["E", "L"])
+def test_a_failed_delete_is_retried_by_the_next_run_and_blocks_no_later_upload(tmp_path: Path, fault: str):
+    """E: the store refused; L: it deleted but the answer was lost. Either way the next
+    run finishes the job, and an upload that starts after the attempt is not refused."""
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}")
+    store = FaultyStore(LocalStore(tmp_path / "store"))
+    data = os.urandom(4000)
+    upload(catalog, store, "f", data).close()
+    catalog.delete(catalog.resolve(["f"]), recursive=False)
+    store.arm(FaultPlan(delete=fault))
+    first = collect_garbage(catalog, store, grace=0)
+    assert len(first.failed) == 1 and first.deleted == []
+    upload(catalog, store, "again", data).close()  # not refused: it began after the attempt
+    assert read(catalog, store, "again") == data
+    catalog.delete(catalog.resolve(["again"]), recursive=False)
+    second = collect_garbage(catalog, store, grace=0)
+    assert len(second.deleted) == 1 and second.failed == []
+    assert [loc for loc, meta in store.iter_chunks() if meta.kind == "data"] == []
+    catalog.close()
+
+
+def test_bytes_stored_again_after_gc_deleted_them_and_never_committed_are_collected(drive):
+    catalog, store = drive
+    data = os.urandom(4000)
+    upload(catalog, store, "old", data).close()
+    catalog.delete(catalog.resolve(["old"]), recursive=False)
+    assert len(collect_garbage(catalog, store, grace=0).deleted) == 1
+    abandoned = upload(catalog, store, "new", data)
+    abandoned._ship_chunk(last=True)
+    abandoned.abort()  # the client went away: the chunk is in the store, the row a tombstone
+    assert len(list(store.iter_chunks())) == 1
+    report = collect_garbage(catalog, store, grace=0)
+    assert report.orphans_adopted == 1 and len(report.deleted) == 1
+    assert list(store.iter_chunks()) == []
+    upload(catalog, store, "new", data).close()
+    assert read(catalog, store, "new") == data

@@ -380,11 +380,16 @@ class Catalog:
 
     def unknown_chunks(self, found: Sequence[StoredChunk]) -> list[StoredChunk]:
         """Of chunks a store holds, those the catalog has no row or journal entry for
-        (an upload that died between its put and its commit)."""
+        (an upload that died between its put and its commit), or only as deleted (an
+        upload stored the bytes again after gc deleted them, and did not commit)."""
         known: set[str] = set()
         with self._read() as conn:
             for batch in _batches([c.chunk_hash for c in found]):
-                known.update(conn.scalars(select(chunks.c.chunk_hash).where(chunks.c.chunk_hash.in_(batch))))
+                known.update(
+                    conn.scalars(
+                        select(chunks.c.chunk_hash).where(chunks.c.chunk_hash.in_(batch), ~_TOMBSTONE)
+                    )
+                )
                 known.update(
                     conn.scalars(
                         select(upload_chunks.c.chunk_hash).where(upload_chunks.c.chunk_hash.in_(batch))
@@ -399,11 +404,20 @@ class Catalog:
         with self._write() as conn:
             now = time.time()
             for chunk in orphans:
-                if not conn.scalar(
+                row = _chunk_row(chunk, refcount=0, now=now)
+                # A deleted chunk stored again keeps its deletion epoch: an upload from
+                # before that deletion still may not commit it.
+                reappeared = conn.execute(
+                    update(chunks)
+                    .where(chunks.c.chunk_hash == chunk.chunk_hash, _TOMBSTONE)
+                    .values(locator=row["locator"], unreferenced_since=now)
+                ).rowcount
+                exists = reappeared or conn.scalar(
                     select(func.count()).select_from(chunks).where(chunks.c.chunk_hash == chunk.chunk_hash)
-                ):
-                    conn.execute(insert(chunks).values(**_chunk_row(chunk, refcount=0, now=now)))
-                    adopted += 1
+                )
+                if not exists:
+                    conn.execute(insert(chunks).values(**row))
+                adopted += bool(reappeared or not exists)
         return adopted
 
     def collectable(self, cutoff: float) -> tuple[list[tuple[str, str, int]], int, int]:
@@ -433,22 +447,34 @@ class Catalog:
                         rows.append(r)
         return [(r.chunk_hash, r.locator, int(r.size)) for r in rows], len(retired), int(abandoned or 0)
 
-    def mark_for_deletion(self, cutoff: float, limit: int, *, stale: float) -> list[tuple[str, str, int]]:
-        """Claim up to ``limit`` collectable chunks for deletion from the store (and the
-        marks of a gc that died more than ``stale`` seconds ago). From here until
-        :meth:`forget_deleted`, an upload that stored the same bytes at the same locator
-        cannot commit them (:class:`ChunkCollected`)."""
+    def mark_for_deletion(
+        self, cutoff: float, limit: int, *, stale: float, retry_before: float
+    ) -> list[tuple[str, str, int]]:
+        """Claim up to ``limit`` collectable chunks for deletion from the store: those
+        unreferenced since before ``cutoff``, those whose deletion failed before
+        ``retry_before``, and the marks of a gc that died ``stale`` seconds ago. From
+        here until :meth:`forget_deleted`, an upload that stored the same bytes at the
+        same locator cannot commit them (:class:`ChunkCollected`)."""
         with self._write() as conn:
             now = time.time()
-            rows = conn.execute(_collectable(cutoff, stale_before=now - stale).limit(limit)).all()
+            query = _collectable(cutoff, stale_before=now - stale, retry_before=retry_before)
+            rows = conn.execute(query.limit(limit)).all()
             for batch in _batches([r.chunk_hash for r in rows]):
-                conn.execute(update(chunks).where(chunks.c.chunk_hash.in_(batch)).values(deleting=now))
+                conn.execute(
+                    update(chunks)
+                    .where(chunks.c.chunk_hash.in_(batch))
+                    .values(deleting=now, deleted_epoch=None)
+                )
         return [(r.chunk_hash, r.locator, int(r.size)) for r in rows]
 
-    def forget_deleted(self, deleted: Sequence[tuple[str, str]]) -> None:
+    def forget_deleted(
+        self, deleted: Sequence[tuple[str, str]], failed: Sequence[tuple[str, str]] = ()
+    ) -> None:
         """These chunks are gone from the store: leave tombstones under a new gc epoch,
-        so an upload that read an older epoch before storing them does not commit."""
-        if not deleted:
+        so an upload that read an older epoch before storing them does not commit.
+        ``failed`` deletions may or may not have happened (a lost answer): they get the
+        same protection and stay marked, for the next run to try again."""
+        if not deleted and not failed:
             return
         with self._write() as conn:
             epoch = int(conn.scalar(select(meta.c.value).where(meta.c.key == "gc_epoch")) or 0) + 1
@@ -456,25 +482,31 @@ class Catalog:
                 conn.execute(insert(meta).values(key="gc_epoch", value="1"))
             else:
                 conn.execute(update(meta).where(meta.c.key == "gc_epoch").values(value=str(epoch)))
-            for chunk_hash, locator in deleted:
-                conn.execute(
-                    update(chunks)
-                    .where(
-                        chunks.c.chunk_hash == chunk_hash,
-                        chunks.c.locator == locator,
-                        chunks.c.refcount == 0,
-                        chunks.c.deleting.is_not(None),
+            now = time.time()
+            for pairs, values in (
+                (
+                    deleted,
+                    {"deleted_epoch": epoch, "deleted_at": now, "deleting": None, "unreferenced_since": None},
+                ),
+                (failed, {"deleted_epoch": epoch, "deleted_at": now}),
+            ):
+                for chunk_hash, locator in pairs:
+                    conn.execute(
+                        update(chunks)
+                        .where(
+                            chunks.c.chunk_hash == chunk_hash,
+                            chunks.c.locator == locator,
+                            chunks.c.refcount == 0,
+                            chunks.c.deleting.is_not(None),
+                        )
+                        .values(**values)
                     )
-                    .values(deleted_epoch=epoch)
-                )
 
     def prune_tombstones(self, before: float) -> int:
         """Drop tombstones of chunks deleted before ``before`` (no upload runs that long)."""
         with self._write() as conn:
             return int(
-                conn.execute(
-                    sql_delete(chunks).where(chunks.c.deleted_epoch.is_not(None), chunks.c.deleting < before)
-                ).rowcount
+                conn.execute(sql_delete(chunks).where(_TOMBSTONE, chunks.c.deleted_at < before)).rowcount
             )
 
     def dead_props(self, node_id: int) -> dict[str, str]:
@@ -1034,15 +1066,20 @@ class Catalog:
         ).all()
         for row in collected:
             chunk = first[row.chunk_hash]
-            if row.locator == chunk.locator and (
-                row.deleted_epoch is None or gc_epoch is None or row.deleted_epoch > gc_epoch
-            ):
-                raise ChunkCollected(chunk.chunk_hash[:16])
-            if row.deleted_epoch is not None:  # a tombstone: the chunk starts over
+            if row.deleted_epoch is not None and (gc_epoch is None or row.deleted_epoch > gc_epoch):
+                raise ChunkCollected(chunk.chunk_hash[:16])  # deleted after this upload began
+            if row.deleted_epoch is None and row.locator == chunk.locator:
+                raise ChunkCollected(chunk.chunk_hash[:16])  # being deleted right now
+            if row.deleted_epoch is not None:  # deleted before this upload stored it anew
                 conn.execute(
                     update(chunks)
                     .where(chunks.c.chunk_hash == row.chunk_hash)
-                    .values(**_chunk_row(chunk, refcount=0, now=now), deleting=None, deleted_epoch=None)
+                    .values(
+                        **_chunk_row(chunk, refcount=0, now=now),
+                        deleting=None,
+                        deleted_epoch=None,
+                        deleted_at=None,
+                    )
                 )
             else:  # gc deletes the old locator; this upload stored a new one
                 unmark = update(chunks).where(chunks.c.chunk_hash == row.chunk_hash).values(deleting=None)
@@ -1215,16 +1252,33 @@ def _insert_node(
     return _new_id(conn.execute(statement))
 
 
-def _collectable(cutoff: float, *, stale_before: float | None = None) -> Select[Any]:
-    """Unreferenced chunks past the grace period that no upload journal names; with
-    ``stale_before``, also chunks a gc marked before then and never finished."""
-    waiting = and_(chunks.c.deleting.is_(None), chunks.c.unreferenced_since < cutoff)
+_TOMBSTONE = and_(
+    chunks.c.deleted_epoch.is_not(None), chunks.c.deleting.is_(None), chunks.c.unreferenced_since.is_(None)
+)
+"""A chunk gc deleted from the store; the row stays so uploads from before can be refused."""
+
+
+def _collectable(
+    cutoff: float, *, stale_before: float | None = None, retry_before: float | None = None
+) -> Select[Any]:
+    """Unreferenced chunks past the grace period that no upload journal names (also one
+    stored again after gc deleted it); with ``retry_before``, deletions that failed
+    before then; with ``stale_before``, marks of a gc that died before then."""
+    due = and_(chunks.c.deleting.is_(None), chunks.c.unreferenced_since < cutoff)
+    if retry_before is not None:
+        due = or_(
+            due,
+            and_(
+                chunks.c.deleting.is_not(None),
+                chunks.c.deleted_epoch.is_not(None),
+                chunks.c.deleted_at < retry_before,
+            ),
+        )
     if stale_before is not None:
-        waiting = or_(waiting, chunks.c.deleting < stale_before)
+        due = or_(due, and_(chunks.c.deleted_epoch.is_(None), chunks.c.deleting < stale_before))
     return select(chunks.c.chunk_hash, chunks.c.locator, chunks.c.size).where(
         chunks.c.refcount == 0,
-        chunks.c.deleted_epoch.is_(None),
-        waiting,
+        due,
         chunks.c.chunk_hash.not_in(select(upload_chunks.c.chunk_hash)),
     )
 

@@ -13,8 +13,8 @@ Data model (see ``shared/design.md``)::
     chunks     ChunkHash → locator, size, BlockHashes (32-byte digests concatenated),
                reference count (versions using it) and since when it is unreferenced;
                ``deleting`` is set while gc deletes it from the store, ``deleted_epoch``
-               once it has (a tombstone: an upload that stored the same bytes before
-               that gc epoch must not commit them; see davfs.gc); ``damaged`` says why
+               and ``deleted_at`` once it tried (an upload that stored the same bytes
+               before that gc epoch must not commit them; see davfs.gc); ``damaged`` says why
                ``fsck --repair`` found it unreadable (a fresh upload of it clears it)
     dead_props PROPPATCH'ed properties per node
     uploads / upload_chunks
@@ -107,6 +107,7 @@ chunks = Table(
     Column("created", Float, nullable=False),
     Column("deleting", Float, nullable=True),
     Column("deleted_epoch", BigInteger, nullable=True),
+    Column("deleted_at", Float, nullable=True),
     Column("damaged", Text, nullable=True),
 )
 Index("ix_chunks_unreferenced", chunks.c.unreferenced_since)
@@ -160,4 +161,5 @@ def _add_gc_columns(conn: Connection) -> None:
     """Schema 3: gc's deletion marks and tombstones, fsck's damage marks on chunks."""
     conn.exec_driver_sql("ALTER TABLE chunks ADD COLUMN deleting FLOAT")
     conn.exec_driver_sql("ALTER TABLE chunks ADD COLUMN deleted_epoch BIGINT")
+    conn.exec_driver_sql("ALTER TABLE chunks ADD COLUMN deleted_at FLOAT")
     conn.exec_driver_sql("ALTER TABLE chunks ADD COLUMN damaged TEXT")
