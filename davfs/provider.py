@@ -135,6 +135,10 @@ class DavfsProvider(DAVProvider):  # type: ignore[misc]
                 )
         elif (mtime := environ.get("HTTP_X_OC_MTIME")) is not None and not _valid_timestamp(mtime):
             raise DAVError(HTTP_BAD_REQUEST, context_info="X-OC-Mtime must be seconds since 1970")
+        if method in ("MOVE", "COPY") and not environ.get("HTTP_DESTINATION", "").strip():
+            raise DAVError(HTTP_BAD_REQUEST, context_info="COPY and MOVE need a Destination header")
+        if method == "LOCK":
+            environ["HTTP_TIMEOUT"] = _bounded_lock_timeout(environ.get("HTTP_TIMEOUT", ""))
         if method in ("MOVE", "COPY") and _is_ancestor(
             environ.get("HTTP_DESTINATION", ""), environ["PATH_INFO"]
         ):
@@ -622,6 +626,22 @@ def _is_ancestor(destination: str, source: str) -> bool:
         return False
     target = unquote(urlparse(destination).path).rstrip("/")
     return source.rstrip("/").startswith(target + "/")
+
+
+LOCK_TIMEOUT_DEFAULT = 3600
+"""Seconds a lock lasts when the client asks for Infinite or nothing (wsgidav: a week)."""
+LOCK_TIMEOUT_MAX = 24 * 3600
+"""Longest lock granted (wsgidav: four weeks): a client that crashed holding a lock must
+not keep a file read-only for days. Clients that need longer refresh their locks."""
+
+
+def _bounded_lock_timeout(header: str) -> str:
+    """The Timeout header of a LOCK, held to :data:`LOCK_TIMEOUT_MAX`."""
+    for choice in header.split(","):
+        kind, _, seconds = choice.strip().partition("-")
+        if kind.lower() == "second" and seconds.isascii() and seconds.isdigit():
+            return f"Second-{max(1, min(int(seconds), LOCK_TIMEOUT_MAX))}"
+    return f"Second-{LOCK_TIMEOUT_DEFAULT}"
 
 
 def _valid_timestamp(text: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import xml.etree.ElementTree as ET
 from urllib.parse import quote, urlsplit
 
@@ -470,3 +471,31 @@ def test_move_onto_a_folder_that_contains_the_source_is_refused(server, http):
     assert response.status_code == 403
     assert http.get(url + "a/b.txt").content == b"keep me"
     assert http.request("MOVE", url + "a/b.txt", headers={"Destination": url}).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("asked", "granted"),
+    [
+        ("Second-600", 600),
+        ("Infinite", 3600),
+        ("", 3600),
+        ("Infinite, Second-999999999", 86400),
+        ("Second-x", 3600),
+    ],
+)
+def test_lock_timeouts_are_bounded(server, http, asked, granted):
+    """A client that crashes holding a lock must not keep the file locked for weeks."""
+    http.put(server.url + "l.txt", data=b"x")
+    headers = {"Timeout": asked} if asked else {}
+    r = http.request("LOCK", server.url + "l.txt", data=LOCKINFO, headers=headers)
+    assert r.status_code == 200
+    seconds = int(re.search(r"timeout>Second-(\d+)<", r.text).group(1))
+    assert granted - 5 <= seconds <= granted
+
+
+def test_copy_and_move_without_a_destination_are_bad_requests(server, http):
+    http.put(server.url + "a.txt", data=b"x")
+    for method in ("COPY", "MOVE"):
+        assert http.request(method, server.url + "a.txt", headers={"Destination": ""}).status_code == 400
+        assert http.request(method, server.url + "a.txt").status_code == 400
+    assert http.get(server.url + "a.txt").content == b"x"
