@@ -20,6 +20,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -209,6 +210,31 @@ class DavfsAuthenticator(HTTPAuthenticator):  # type: ignore[misc]
         if ":" not in decoded:
             return self.send_basic_auth_response(environ, start_response)
         return super().handle_basic_auth_request(environ, start_response)
+
+    def handle_digest_auth_request(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        try:
+            return super().handle_digest_auth_request(environ, start_response)
+        except ValueError:  # a digest uri wsgidav cannot parse: a failed login, not a 500
+            return self.send_digest_auth_response(environ, start_response)
+
+
+class UnknownUserNames(logging.Filter):
+    """Keeps failed-login warnings from quoting a user name nobody has: people type
+    their password into the user field, and log files are read by others."""
+
+    _FAILED = re.compile(r"failed for user (?P<name>'.*?'|\".*?\"), realm")
+
+    def __init__(self, users: Mapping[str, User]) -> None:
+        super().__init__()
+        self._names = {repr(name) for name in users}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        match = self._FAILED.search(message)
+        if match is not None and match["name"] not in self._names:
+            record.msg = message.replace(match["name"], "(an unknown user name, not shown)")
+            record.args = ()
+        return True
 
 
 def _refuse_writes_of_readers(next_app: WsgiApp) -> WsgiApp:

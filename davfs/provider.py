@@ -37,7 +37,6 @@ from wsgidav.dav_error import (
     HTTP_CONFLICT,
     HTTP_FORBIDDEN,
     HTTP_NOT_FOUND,
-    HTTP_REQUEST_ENTITY_TOO_LARGE,
     DAVError,
     PRECONDITION_CODE_PropfindFiniteDepth,
 )
@@ -54,8 +53,6 @@ from davfs.writer import ChunkWriter, UploadTarget
 log = logging.getLogger(__name__)
 
 _MS_NAMESPACE = "{urn:schemas-microsoft-com:}"
-MAX_XML_BODY = 1024 * 1024
-"""Largest request body other than a PUT's (PROPFIND, PROPPATCH, LOCK are small XML)."""
 _LATEST_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
 _MEMO_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND", "PUT"})
 """Requests that may remember what a path resolved to for their own duration: they
@@ -125,15 +122,11 @@ class DavfsProvider(DAVProvider):  # type: ignore[misc]
     ) -> Any:
         """Refuse, before wsgidav reads anything, what would cost unbounded work or memory."""
         method = environ["REQUEST_METHOD"]
-        if method != "PUT":
-            # wsgidav reads XML request bodies whole into memory.
-            length = environ.get("CONTENT_LENGTH", "").strip()
-            if length.isascii() and length.isdigit() and int(length) > MAX_XML_BODY:
-                raise DAVError(
-                    HTTP_REQUEST_ENTITY_TOO_LARGE,
-                    context_info=f"request bodies other than PUT are limited to {MAX_XML_BODY} bytes",
-                )
-        elif (mtime := environ.get("HTTP_X_OC_MTIME")) is not None and not _valid_timestamp(mtime):
+        if (
+            method == "PUT"
+            and (mtime := environ.get("HTTP_X_OC_MTIME")) is not None
+            and not _valid_timestamp(mtime)
+        ):
             raise DAVError(HTTP_BAD_REQUEST, context_info="X-OC-Mtime must be seconds since 1970")
         if method in ("MOVE", "COPY") and not environ.get("HTTP_DESTINATION", "").strip():
             raise DAVError(HTTP_BAD_REQUEST, context_info="COPY and MOVE need a Destination header")
@@ -639,7 +632,7 @@ def _bounded_lock_timeout(header: str) -> str:
     """The Timeout header of a LOCK, held to :data:`LOCK_TIMEOUT_MAX`."""
     for choice in header.split(","):
         kind, _, seconds = choice.strip().partition("-")
-        if kind.lower() == "second" and seconds.isascii() and seconds.isdigit():
+        if kind.lower() == "second" and seconds.isascii() and seconds.isdigit() and len(seconds) < 16:
             return f"Second-{max(1, min(int(seconds), LOCK_TIMEOUT_MAX))}"
     return f"Second-{LOCK_TIMEOUT_DEFAULT}"
 

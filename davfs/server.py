@@ -16,11 +16,12 @@ import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from redis.exceptions import RedisError
+from wsgidav.dav_error import ERROR_RESPONSES, DAVError, get_http_status_string
 from wsgidav.default_conf import DEFAULT_CONFIG
 from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.lock_man.lock_storage import LockStorageShelve
@@ -28,7 +29,14 @@ from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
 from wsgidav.util import dynamic_instantiate_class_from_opts
 from wsgidav.wsgidav_app import WsgiDAVApp
 
-from davfs.auth import DavfsAuthenticator, GeneratedUser, User, generated_user, wsgidav_auth_config
+from davfs.auth import (
+    DavfsAuthenticator,
+    GeneratedUser,
+    UnknownUserNames,
+    User,
+    generated_user,
+    wsgidav_auth_config,
+)
 from davfs.backup import BackupSchedule
 from davfs.catalog import Catalog
 from davfs.config import DavfsConfig
@@ -131,11 +139,16 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
         lock_storage=locks,
     )
     app = Edge(WsgiDAVApp(wsgidav_conf), catalog)
+    _plain_error_pages()
     # With its own logging off, wsgidav's logger swallows everything, including the
     # tracebacks of internal errors; send its warnings and errors to ours.
     wsgidav_log = logging.getLogger("wsgidav")
     wsgidav_log.propagate = True
     wsgidav_log.setLevel(logging.WARNING)
+    auth_log = logging.getLogger("wsgidav.http_authenticator")
+    for old in [f for f in auth_log.filters if isinstance(f, UnknownUserNames)]:
+        auth_log.removeFilter(old)
+    auth_log.addFilter(UnknownUserNames(users or {}))
     manifests = ManifestWriter(catalog, store, interval=config.manifest_interval)
     manifests.start()
     gc = GcSchedule(catalog, store, interval=config.gc_interval, grace=config.gc_grace)
@@ -193,6 +206,26 @@ def make_server(config: DavfsConfig, app: App) -> wsgi.Server:
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise ConfigError("ssl_certificate", f"cannot use this certificate and key ({exc})") from None
     return server
+
+
+def _plain_error_pages() -> None:
+    """wsgidav's error page quotes Python exceptions ("Source exception: ParseError(...)")
+    and links to wsgidav; clients and people need the status and the reason. wsgidav has
+    no setting for it, so its page builder is replaced (once, for the process)."""
+    if getattr(DAVError.get_response_page, "davfs", False):
+        return
+    original = DAVError.get_response_page
+
+    def page(error: DAVError) -> tuple[str, bytes]:
+        if error.err_condition:  # an RFC 4918 precondition: wsgidav's XML is right
+            return cast(tuple[str, bytes], original(error))
+        status = get_http_status_string(error)
+        reason = error.context_info or ERROR_RESPONSES.get(error.value, "")
+        body = f"{status}: {reason}\n" if reason else f"{status}\n"
+        return "text/plain; charset=utf-8", body.encode()
+
+    page.davfs = True  # type: ignore[attr-defined]
+    DAVError.get_response_page = page
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -107,14 +108,24 @@ class StoredChunk:
     block_hashes: bytes
 
 
+MAX_NAME_BYTES = 255
+"""Longest name in UTF-8 bytes: what Linux, macOS and Windows file systems hold, so every
+client can keep a local copy of every file."""
+_FORBIDDEN_IN_NAMES = re.compile(r"[\x00-\x1f\x7f\\]")
+"""Control characters, and backslashes, which Windows reads as a path separator."""
+
+
 def split_path(path: str) -> list[str]:
     """A path → its name segments; the one gate every path passes (server and CLI).
 
-    Rejects ``.``, ``..`` and NUL, which no client may use as a name."""
+    Rejects ``.`` and ``..`` (no client may use them as names), control characters and
+    backslashes, and names longer than :data:`MAX_NAME_BYTES`."""
     segments = [s for s in path.split("/") if s]
     for segment in segments:
-        if segment in (".", "..") or "\x00" in segment:
-            raise BadPath(repr(path), f"the segment {segment!r} is not allowed")
+        if segment in (".", "..") or _FORBIDDEN_IN_NAMES.search(segment):
+            raise BadPath(repr(path), f"the name {segment!r} is not allowed")
+        if len(segment.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise BadPath(repr(path)[:80], f"a name may be at most {MAX_NAME_BYTES} bytes long")
     return segments
 
 
