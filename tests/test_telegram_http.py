@@ -186,3 +186,35 @@ def test_content_whose_message_vanished_is_posted_again_and_both_files_heal(
     assert requests.put(running.url + "second.bin", data=body).status_code == 201
     assert requests.get(running.url + "second.bin").content == body
     assert requests.get(running.url + "first.bin").content == body  # shares the re-posted chunks
+
+
+def test_gc_deletes_the_messages_of_replaced_files_and_backups_live_in_the_channel(
+    telegram: TelegramRig, start_server: Start, tmp_path: Path
+) -> None:
+    """On Telegram, gc's deletes are message deletions, and the catalog backup is a set
+    of messages the channel keeps: losing the machine loses neither files nor index."""
+    from davfs.backup import backup_catalog, list_backups, restore_catalog
+    from davfs.gc import collect_garbage
+
+    running = serve(telegram, start_server, gc_interval=0, backup_interval=0)
+    old, new = os.urandom(MiB + 5), os.urandom(3000)
+    requests.put(running.url + "f.bin", data=old).raise_for_status()
+    requests.put(running.url + "f.bin", data=new).raise_for_status()
+    requests.put(running.url + "keep.bin", data=b"keep").raise_for_status()
+    before = channel_messages(telegram)
+    report = collect_garbage(running.app.catalog, running.app.store, grace=0)
+    assert len(report.deleted) == 2 and not report.failed  # the two chunks of the old content
+    assert channel_messages(telegram) == before - {int(loc) for _, loc, _ in report.deleted}
+    assert requests.get(running.url + "f.bin").content == new
+
+    made = backup_catalog(running.app.catalog, running.app.store, part_size=MiB)
+    expected = tree_of(running.app.catalog)
+    running.stop()
+    store = telegram.open_store()
+    assert [b.locator for b in list_backups(store)] == [made.locator]
+    fresh = Catalog(f"sqlite:///{tmp_path / 'restored.sqlite'}")
+    restore_catalog(fresh, store, made)
+    assert tree_of(fresh) == expected
+    assert fsck(fresh, store, verify=True).clean
+    fresh.close()
+    store.close()
