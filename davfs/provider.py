@@ -516,7 +516,7 @@ class DavfsFile(_NodeResource, DAVNonCollection):  # type: ignore[misc]
         if environ["REQUEST_METHOD"] in ("GET", "HEAD"):
             response_headers.append(("Content-Disposition", content_disposition(self.name)))
 
-    def get_content(self) -> ChunkReader:
+    def get_content(self) -> _ReadErrorsAsStatus:
         node = self._require_node()
         assert node.version_id is not None
         provider = self.provider
@@ -532,7 +532,7 @@ class DavfsFile(_NodeResource, DAVNonCollection):  # type: ignore[misc]
             except BaseException:
                 reader.close()
                 raise
-        return reader
+        return _ReadErrorsAsStatus(reader)
 
     def _response_range(self, size: int) -> tuple[int, int]:
         """[start, end) of what wsgidav will send, so the reader fetches only those blocks."""
@@ -591,6 +591,26 @@ class DavfsFile(_NodeResource, DAVNonCollection):  # type: ignore[misc]
         elif writer.node is not None:
             self.node = writer.node
             self._parent_id = writer.node.parent_id
+
+
+class _ReadErrorsAsStatus:
+    """The reader as wsgidav's GET loop uses it (seek, read, close). A store failure in
+    a read before the first byte has gone out (the second block of a range that starts
+    near the end of one) then becomes its own status, such as 503 with Retry-After,
+    instead of wsgidav's generic 500; later it can only cut the response short."""
+
+    def __init__(self, reader: ChunkReader) -> None:
+        self._reader = reader
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._reader.seek(offset, whence)
+
+    def read(self, size: int = -1) -> bytes:
+        with _dav_errors():
+            return self._reader.read(size)
+
+    def close(self) -> None:
+        self._reader.close()
 
 
 class _UploadStream:

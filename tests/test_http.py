@@ -499,3 +499,25 @@ def test_copy_and_move_without_a_destination_are_bad_requests(server, http):
         assert http.request(method, server.url + "a.txt", headers={"Destination": ""}).status_code == 400
         assert http.request(method, server.url + "a.txt").status_code == 400
     assert http.get(server.url + "a.txt").content == b"x"
+
+
+def test_a_store_outage_before_the_first_byte_of_a_range_is_503_with_retry_after(start_server, tmp_path):
+    """A range that starts near the end of a block needs the next block for its first
+    read; if the store is down then, nothing has been sent and the client can be told
+    to retry, not handed a bare 500."""
+    import requests
+
+    from davfs.stores.faulty import FaultPlan, FaultyStore
+    from davfs.stores.local import LocalStore
+
+    store = FaultyStore(LocalStore(tmp_path / "store"))
+    server = start_server(store=store, chunk_size="1MiB")
+    data = os.urandom(2 * MiB)
+    requests.put(server.url + "f.bin", data=data).raise_for_status()
+    store.arm(FaultPlan(get=".U"))  # the first block is fine, the second is unavailable
+    r = requests.get(server.url + "f.bin", headers={"Range": f"bytes={MiB - 6}-{MiB + 5}"}, timeout=10)
+    assert store.injected[("get", "U")] == 1
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1", (r.status_code, r.text)
+    store.arm(FaultPlan())
+    r = requests.get(server.url + "f.bin", headers={"Range": f"bytes={MiB - 6}-{MiB + 5}"}, timeout=10)
+    assert r.status_code == 206 and r.content == data[MiB - 6 : MiB + 6]
