@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from typing import IO, Any
 from davfs.catalog import Catalog
 from davfs.catalog.schema import SCHEMA_VERSION
 from davfs.errors import CatalogError, DavfsError
+from davfs.periodic import Periodic
 from davfs.stores.base import ChunkHasher, ChunkMeta, ChunkStore
 
 log = logging.getLogger(__name__)
@@ -144,40 +144,20 @@ def find_backup(store: ChunkStore, name: str | None) -> Backup:
     raise CatalogError(f"no backup {name!r} in the store; `davfs restore --list` lists them")
 
 
-class BackupSchedule:
-    """Backs the catalog up into the store every ``interval`` seconds (the server's
-    job; one instance at a time), keeping the newest ``keep``."""
+def backup_schedule(
+    catalog: Catalog, store: ChunkStore, *, interval: float, keep: int, part_size: int
+) -> Periodic:
+    """The server's backups: one every ``interval`` seconds (one instance at a time),
+    keeping the newest ``keep``."""
 
-    def __init__(
-        self, catalog: Catalog, store: ChunkStore, *, interval: float, keep: int, part_size: int
-    ) -> None:
-        self._catalog = catalog
-        self._store = store
-        self._interval = interval
-        self._keep = keep
-        self._part_size = part_size
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="davfs-backup", daemon=True)
+    def run() -> None:
+        with catalog.single_instance("backup") as mine:
+            if mine:
+                made = backup_catalog(catalog, store, part_size=part_size)
+                prune_backups(store, keep)
+                log.info("catalog backup %s", made.label)
 
-    def start(self) -> None:
-        if self._interval > 0:
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                with self._catalog.single_instance("backup") as mine:
-                    if mine:
-                        made = backup_catalog(self._catalog, self._store, part_size=self._part_size)
-                        prune_backups(self._store, self._keep)
-                        log.info("catalog backup %s", made.label)
-            except Exception:  # noqa: BLE001 - a failed backup must not end the schedule
-                log.exception("catalog backup failed; retrying in %s s", self._interval)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=60)
+    return Periodic("catalog backup", interval, run)
 
 
 class _PartWriter(io.RawIOBase):

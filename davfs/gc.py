@@ -32,13 +32,13 @@ only one copy per ChunkHash is tracked.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from davfs.catalog import Catalog, StoredChunk
 from davfs.errors import DavfsError
+from davfs.periodic import Periodic
 from davfs.stores.base import ChunkStore
 
 log = logging.getLogger(__name__)
@@ -147,32 +147,10 @@ def _stored_data_chunks(store: ChunkStore) -> list[StoredChunk]:
     ]
 
 
-class GcSchedule:
-    """Runs :func:`collect_garbage` every ``interval`` seconds on a thread of its own,
-    for the server. Errors are logged and the next run tries again."""
+def gc_schedule(catalog: Catalog, store: ChunkStore, *, interval: float, grace: float) -> Periodic:
+    """The server's gc: :func:`collect_garbage` every ``interval`` seconds."""
 
-    def __init__(self, catalog: Catalog, store: ChunkStore, *, interval: float, grace: float) -> None:
-        self._catalog = catalog
-        self._store = store
-        self._interval = interval
-        self._grace = grace
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="davfs-gc", daemon=True)
+    def run() -> None:
+        log.info("gc: %s", collect_garbage(catalog, store, grace=grace).lines()[-1])
 
-    def start(self) -> None:
-        if self._interval > 0:
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                report = collect_garbage(self._catalog, self._store, grace=self._grace)
-            except Exception:  # noqa: BLE001 - a failed run must not end the schedule
-                log.exception("scheduled gc failed; retrying in %s s", self._interval)
-                continue
-            log.info("gc: %s", report.lines()[-1])
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+    return Periodic("gc", interval, run)

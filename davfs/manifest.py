@@ -25,6 +25,7 @@ from typing import Any
 
 from davfs.catalog import ROOT_ID, Catalog, RecoveredNode, StoredChunk
 from davfs.errors import CatalogError, DavfsError
+from davfs.periodic import Periodic
 from davfs.stores.base import ChunkMeta, ChunkStore
 
 log = logging.getLogger(__name__)
@@ -42,19 +43,10 @@ class ManifestWriter:
         self._store = store
         self._interval = interval
         self._flushing = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._timer = Periodic("manifest writer", interval, self.flush)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="davfs-manifests", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.flush()
-            except Exception as exc:  # noqa: BLE001 - the thread must outlive any one failure
-                log.warning("could not write a manifest (%s); will retry in %.0f s", exc, self._interval)
+        self._timer.start()
 
     def flush(self) -> int:
         """Write every pending entry; returns how many were written (0 also when another
@@ -73,9 +65,7 @@ class ManifestWriter:
 
     def close(self) -> None:
         """Stop the timer and write what is left."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
+        self._timer.close()
         try:
             self.flush()
         except DavfsError as exc:

@@ -37,14 +37,15 @@ from davfs.auth import (
     generated_user,
     wsgidav_auth_config,
 )
-from davfs.backup import BackupSchedule
+from davfs.backup import backup_schedule
 from davfs.catalog import Catalog
 from davfs.config import DavfsConfig
 from davfs.connect import first_user_banner
 from davfs.edge import Edge
 from davfs.errors import ConfigError
-from davfs.gc import GcSchedule
+from davfs.gc import gc_schedule
 from davfs.manifest import ManifestWriter
+from davfs.periodic import Periodic
 from davfs.provider import DavfsProvider, disk_free
 from davfs.stores import open_configured_store
 from davfs.stores.base import ChunkStore
@@ -88,8 +89,8 @@ class App:
     store: ChunkStore
     locks: Any
     manifests: ManifestWriter
-    gc: GcSchedule
-    backups: BackupSchedule
+    gc: Periodic
+    backups: Periodic
     generated_user: GeneratedUser | None
     """Set when no users were configured and davfs made one up (printed at start)."""
 
@@ -151,9 +152,9 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
     auth_log.addFilter(UnknownUserNames(users or {}))
     manifests = ManifestWriter(catalog, store, interval=config.manifest_interval)
     manifests.start()
-    gc = GcSchedule(catalog, store, interval=config.gc_interval, grace=config.gc_grace)
+    gc = gc_schedule(catalog, store, interval=config.gc_interval, grace=config.gc_grace)
     gc.start()
-    backups = BackupSchedule(
+    backups = backup_schedule(
         catalog, store, interval=config.backup_interval, keep=config.backup_keep, part_size=config.chunk_size
     )
     backups.start()
