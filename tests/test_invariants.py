@@ -36,9 +36,9 @@ from sqlalchemy import select
 from davfs import reader as reader_module
 from davfs.catalog import Catalog, content_etag
 from davfs.catalog.schema import upload_chunks, uploads
+from davfs.stores.faulty import FaultPlan, FaultyStore
 from davfs.stores.local import LocalStore
 from davfs.stores.memory import MemoryStore
-from tests.stores.faulty import FlakyStore
 
 MiB = 1024 * 1024
 TIMEOUT = 15  # seconds; every wait in this module is bounded by it
@@ -273,7 +273,7 @@ def gated_server(start_server, tmp_path: Path):
     """A server whose store lets the first two block reads through and holds every later
     one until ``store.gate`` is set: whatever the download reads after the first blocks
     is fetched from the store after the test changed the file."""
-    store = FlakyStore(LocalStore(tmp_path / "gated-store"), gate_timeout=TIMEOUT)
+    store = FaultyStore(LocalStore(tmp_path / "gated-store"), FaultPlan(gate_timeout=TIMEOUT))
     server = start_server(store=store, prefetch_blocks=1, chunk_size="1MiB")
     return server, store
 
@@ -289,13 +289,15 @@ def test_download_finishes_with_the_version_it_started_on(gated_server, change: 
     old_chunks = {e.chunk.locator for e in server.app.catalog.snapshot(node.version_id, "/movie.bin").extents}
     assert len(old_chunks) == 5
 
-    store.arm(gets="gg" + "W" * 64)  # block 0 (+ one more) now, the rest after the change
+    store.arm(
+        FaultPlan(get=".." + "W" * 64, gate_timeout=TIMEOUT)
+    )  # block 0 (+ one more) now, the rest after the change
     download = SlowDownload(at(server, "/movie.bin"))
     assert download.content_length == len(old)
     assert len(download.body) < len(old)
     # Wait until the server is held at the gate, reading the 3rd block of the old version.
-    wait_for(lambda: len(store.gets) >= 3, "the download to reach the gate")
-    assert set(store.gets) <= old_chunks
+    wait_for(lambda: len(store.touched["get"]) >= 3, "the download to reach the gate")
+    assert set(store.touched["get"]) <= old_chunks
 
     # The request handler has long returned; the body is in flight. Change the file.
     if change == "overwrite":
@@ -511,14 +513,14 @@ def test_chunked_put_cut_off_changes_nothing(
 
 @pytest.fixture
 def flaky_server(start_server, tmp_path: Path):
-    store = FlakyStore(LocalStore(tmp_path / "flaky-store"))
+    store = FaultyStore(LocalStore(tmp_path / "flaky-store"))
     return start_server(store=store, chunk_size="1MiB"), store
 
 
 @pytest.mark.parametrize("existing", [True, False], ids=["existing", "new"])
 @pytest.mark.parametrize(
     ("schedule", "size"),
-    [("pE", 4 * MiB + 100), ("E", 1000), ("pU", 3 * MiB)],
+    [(".E", 4 * MiB + 100), ("E", 1000), (".U", 3 * MiB)],
     ids=["2nd-of-5-puts-fails", "single-put-fails", "2nd-put-unavailable"],
 )
 def test_store_error_during_put_changes_nothing(
@@ -528,18 +530,18 @@ def test_store_error_during_put_changes_nothing(
     path = "/data.bin"
     if existing:
         put(at(server, path), OLD)
-    store.arm(schedule)
+    store.arm(FaultPlan(put=schedule))
     new = payload(size, seed=8)
     response = requests.put(at(server, path), data=new, timeout=TIMEOUT)
     assert 500 <= response.status_code < 600, response.status_code
     if "U" in schedule:  # a transient store outage tells the client when to retry
         assert response.status_code == 503 and response.headers["Retry-After"] == "1"
-    assert store.failures == 1
+    assert sum(store.injected.values()) == 1
     assert_file_state(server, path, OLD if existing else None)
     assert_catalog_clean(server)
 
     # The failure was not sticky: the same upload succeeds once the store behaves.
-    store.arm("")
+    store.arm(FaultPlan())
     put(at(server, path), new)
     assert_file_state(server, path, new)
     assert_catalog_clean(server)

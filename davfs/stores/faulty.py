@@ -16,6 +16,9 @@ U   raise :class:`~davfs.errors.StoreUnavailable` (503, ``Retry-After``), inner
 T   wait ``timeout_after`` seconds, then raise :class:`~davfs.errors.StoreTimeout`,
     inner untouched: a request that never got an answer
 D   wait ``delay`` seconds, then pass the call through: a slow store
+W   wait until :attr:`FaultyStore.gate` is set, then pass the call through: a store
+    held still while a test changes something (bounded by ``gate_timeout``; a gate
+    never opened raises StoreError, so a forgotten gate fails the test, not hangs it)
 C   corrupt (``put``, ``get`` only). ``get`` returns the right number of bytes, every
     one flipped; ``put`` stores the flipped bytes under the unchanged meta, which is
     what a store that garbles data at rest does. Either way the reader must catch it
@@ -60,7 +63,7 @@ from typing import NamedTuple
 from davfs.errors import StoreError, StoreTimeout, StoreUnavailable
 from davfs.stores.base import ChunkMeta, ChunkStore, store_error
 
-_COMMON = frozenset(".EUTD")
+_COMMON = frozenset(".EUTDW")
 FAULTS: Mapping[str, frozenset[str]] = {
     "put": _COMMON | {"C", "L"},
     "get": _COMMON | {"C"},
@@ -92,6 +95,8 @@ class FaultPlan:
     """Seconds a ``D`` call waits before it runs."""
     timeout_after: float = 0.0
     """Seconds a ``T`` call waits before it raises (a real timeout takes a while)."""
+    gate_timeout: float = 20.0
+    """Longest a ``W`` call waits for the gate."""
 
     def __post_init__(self) -> None:
         # A copy, so a caller changing its dict later cannot change a plan in use.
@@ -174,6 +179,10 @@ class FaultyStore:
         """Calls per schedule so far (including those that passed)."""
         self.injected: Counter[tuple[str, str]] = Counter()
         self.injections: list[Injection] = []
+        self.touched: dict[str, list[str]] = {op: [] for op in FAULTS}
+        """Per schedule, what each call was about, in order: the ChunkHash of a put,
+        the locator of any other call (empty for ``iter_chunks``)."""
+        self.gate = threading.Event()
         self.arm(plan or FaultPlan())
 
     def arm(self, plan: FaultPlan) -> None:
@@ -185,12 +194,16 @@ class FaultyStore:
             self.calls.clear()
             self.injected.clear()
             self.injections.clear()
+            for record in self.touched.values():
+                record.clear()
+            self.gate.clear()
 
     # --- the schedule ---------------------------------------------------------------
 
-    def _next(self, op: str) -> tuple[int, str]:
+    def _next(self, op: str, target: str) -> tuple[int, str]:
         """Take the next slot of ``op``: its call number and letter."""
         with self._lock:
+            self.touched[op].append(target)
             self.calls[op] += 1
             call = self.calls[op]
             schedule = self.plan.schedule(op)
@@ -213,10 +226,10 @@ class FaultyStore:
             self.injected[op, fault] += 1
             self.injections.append(Injection(op, call, fault))
 
-    def _before(self, op: str) -> tuple[int, str]:
-        """Take a slot and inject what happens before the inner call (E, U, T, D);
+    def _before(self, op: str, target: str = "") -> tuple[int, str]:
+        """Take a slot and inject what happens before the inner call (E, U, T, D, W);
         return the slot, for what happens after it (C, L)."""
-        call, fault = self._next(op)
+        call, fault = self._next(op, target)
         name = self.properties.name
         if fault == "E":
             self._record(op, call, fault)
@@ -231,6 +244,12 @@ class FaultyStore:
         if fault == "D":
             self._record(op, call, fault)
             self._sleep(self.plan.delay)
+        if fault == "W":
+            self._record(op, call, fault)
+            if not self.gate.wait(self.plan.gate_timeout):
+                raise StoreError(
+                    name, f"gate not opened within {self.plan.gate_timeout} s ({op} call {call})"
+                )
         return call, fault
 
     def _timeout(self) -> StoreTimeout:
@@ -239,7 +258,7 @@ class FaultyStore:
     # --- ChunkStore -----------------------------------------------------------------
 
     def put(self, data: bytes | memoryview, meta: ChunkMeta) -> str:
-        call, fault = self._before("put")
+        call, fault = self._before("put", meta.chunk_hash)
         if fault == "C":
             locator = self.inner.put(bytes(data).translate(_FLIP), meta)
             self._record("put", call, fault)
@@ -252,7 +271,7 @@ class FaultyStore:
 
     def put_file(self, path: str, meta: ChunkMeta) -> str:
         try:
-            call, fault = self._before("put")
+            call, fault = self._before("put", meta.chunk_hash)
             if fault == "C":
                 _flip_file(path, self.properties.name)
         except BaseException:
@@ -270,7 +289,7 @@ class FaultyStore:
         return locator
 
     def get(self, locator: str, offset: int, length: int) -> bytes:
-        call, fault = self._before("get")
+        call, fault = self._before("get", locator)
         data = self.inner.get(locator, offset, length)
         if fault == "C" and data:
             self._record("get", call, fault)
@@ -278,14 +297,14 @@ class FaultyStore:
         return data
 
     def delete(self, locator: str) -> None:
-        call, fault = self._before("delete")
+        call, fault = self._before("delete", locator)
         self.inner.delete(locator)
         if fault == "L":
             self._record("delete", call, fault)
             raise self._timeout()
 
     def exists(self, locator: str) -> bool:
-        self._before("exists")
+        self._before("exists", locator)
         return self.inner.exists(locator)
 
     def iter_chunks(self) -> Iterator[tuple[str, ChunkMeta]]:
@@ -293,6 +312,7 @@ class FaultyStore:
         return self.inner.iter_chunks()
 
     def close(self) -> None:
+        self.gate.set()  # release anything still waiting
         self.inner.close()
 
 
