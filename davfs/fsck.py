@@ -26,7 +26,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from davfs.catalog import Catalog, StoredChunk
@@ -99,8 +99,7 @@ class Checkpoint:
             return cls(path)
 
     def save(self, report: FsckReport, after: str) -> None:
-        data = asdict(self) | {
-            "path": None,
+        data = {
             "after": after,
             "missing": report.missing,
             "damaged": report.damaged,
@@ -202,9 +201,7 @@ def repair(catalog: Catalog, store: ChunkStore, report: FsckReport) -> None:
             catalog.mark_damaged(chunk_hash, reason)
             report.newly_marked.append(chunk_hash)
     for chunk_hash in report.marked.keys() - broken:  # verified intact: the mark no longer holds
-        where = catalog.locator_of_any(chunk_hash)
-        if where is not None:
-            catalog.relocate_chunk(chunk_hash, where)
+        catalog.mark_damaged(chunk_hash, None)
 
 
 def _intact_copy(store: ChunkStore, copy: StoredChunk, chunk: StoredChunk) -> bool:

@@ -322,9 +322,10 @@ class Catalog:
 
     # --- garbage collection (davfs.gc drives these) ------------------------------
 
-    def mark_damaged(self, chunk_hash: str, reason: str) -> None:
+    def mark_damaged(self, chunk_hash: str, reason: str | None) -> None:
         """Record that a chunk cannot be read back (``fsck --repair``): downloads of the
-        files using it fail at once with ``reason`` instead of midway."""
+        files using it fail at once with ``reason`` instead of midway. ``None`` clears
+        the mark (the chunk read back intact after all)."""
         with self._write() as conn:
             conn.execute(update(chunks).where(chunks.c.chunk_hash == chunk_hash).values(damaged=reason))
 
@@ -334,11 +335,6 @@ class Catalog:
             conn.execute(
                 update(chunks).where(chunks.c.chunk_hash == chunk_hash).values(locator=locator, damaged=None)
             )
-
-    def locator_of_any(self, chunk_hash: str) -> str | None:
-        """Where the catalog says a chunk is, whatever its state."""
-        with self._read() as conn:
-            return conn.scalar(select(chunks.c.locator).where(chunks.c.chunk_hash == chunk_hash))
 
     def damaged_chunks(self) -> dict[str, str]:
         """ChunkHash → reason, for every chunk marked damaged."""
