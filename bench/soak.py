@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import hashlib
 import json
 import os
 import platform
 import random
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,7 +36,7 @@ import time
 import traceback
 import xml.etree.ElementTree as ET
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +45,10 @@ from urllib.parse import quote, unquote, urlparse
 
 import requests
 from requests.auth import HTTPDigestAuth
+
+# bench/bench.py, next to this script: the same plumbing for servers and /proc.
+from bench import _die_with_parent, free_port, terminate_on_sigterm
+from bench import rss_kib as proc_status  # any numeric /proc/<pid>/status field
 
 REPO = Path(__file__).resolve().parent.parent
 KiB = 1024
@@ -96,18 +97,6 @@ def first_difference(got: bytes, want: bytes) -> int:
 # ---------------------------------------------------------------------------------------
 # Server process, RSS sampling
 # ---------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the server gets SIGTERM if the soak process dies, even on SIGKILL."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def davfs_env(extra: dict[str, str]) -> dict[str, str]:
@@ -182,18 +171,6 @@ def start_server(work: Path, chunk_size_mib: int, anonymous: bool) -> Server:
             time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"davfs did not answer within 30 s:\n{server.log_tail()}")
-
-
-def proc_status(pid: int, key: str) -> int | None:
-    """A numeric field of /proc/<pid>/status (VmRSS and VmHWM are in KiB)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -843,20 +820,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the soak like Ctrl-C: clients stop, the server is stopped."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def print_report(report: dict[str, Any]) -> None:
     ops, rss, fsck = report["ops"], report["rss"], report["fsck"]
     print()
@@ -924,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        with sigterm_as_interrupt():
+        with terminate_on_sigterm():
             server = start_server(work, args.chunk_size, args.anonymous)
             print(f"  server pid {server.process.pid} at {server.url}/, log {server.log_path}", flush=True)
             auth_text = check_auth(server.url, auth, args.anonymous)
