@@ -58,6 +58,18 @@ def davfs_config(data_dir: Path, **davfs: Any) -> DavfsConfig:
     return load_config(os.devnull, environ={}, overrides=overrides)
 
 
+def launch(config: DavfsConfig, store: ChunkStore | None = None) -> RunningServer:
+    """Serve ``config`` on a thread of this process; the caller stops it."""
+    app = build_app(config, store=store)
+    server = make_server(config, app)
+    server.prepare()
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    host, port = server.bind_addr[:2]
+    scheme = "https" if config.tls else "http"
+    return RunningServer(f"{scheme}://{host}:{port}/", app, config, server, thread)
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     """Factory: start_server(store=None, **davfs_keys) → RunningServer; all stopped at teardown."""
@@ -66,15 +78,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     def start(
         *, store: ChunkStore | None = None, data_dir: Path | None = None, **davfs: Any
     ) -> RunningServer:
-        config = davfs_config(data_dir or tmp_path / f"data{len(started)}", **davfs)
-        app = build_app(config, store=store)
-        server = make_server(config, app)
-        server.prepare()
-        thread = threading.Thread(target=server.serve, daemon=True)
-        thread.start()
-        host, port = server.bind_addr[:2]
-        scheme = "https" if config.tls else "http"
-        running = RunningServer(f"{scheme}://{host}:{port}/", app, config, server, thread)
+        running = launch(davfs_config(data_dir or tmp_path / f"data{len(started)}", **davfs), store)
         started.append(running)
         return running
 
