@@ -1,8 +1,9 @@
 """Serve ./data at http://127.0.0.1:8080/ using wsgidav.yaml (same as `davfs serve`).
 
-Start here to follow a request down to a chunk: davfs.server.build_app wires the
-catalog and the chunk store into davfs.provider.DavfsProvider; GET goes through
-davfs.reader.ChunkReader, PUT through davfs.writer.ChunkWriter.
+Start here to follow a request down to a chunk: davfs.server.build_app opens the
+davfs.drive.Drive (catalog, store, background jobs) and serves it through
+davfs.provider.DavfsProvider; a GET goes Drive.open_read → davfs.reader.ChunkReader,
+a PUT Drive.open_write → davfs.writer.ChunkWriter.
 """
 
 import sys

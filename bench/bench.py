@@ -1166,8 +1166,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.small_files = args.small_files or (200 if args.quick else 1000)
     args.parallel_gets = args.parallel_gets or (1 if args.quick else 4)
     args.no_large = args.no_large or args.quick
-    names = ("size_mib", "folder_files", "small_files", "ranges", "rounds", "propfind_rounds")
-    names += ("parallel_clients", "parallel_gets", "parallel_size_mib", "large_mib")
+    names: tuple[str, ...] = ("size_mib", "folder_files", "small_files", "ranges", "rounds")
+    names += ("propfind_rounds", "parallel_clients", "parallel_gets", "parallel_size_mib", "large_mib")
     for name in names:
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -1291,8 +1291,8 @@ def main(argv: list[str] | None = None) -> int:
     met = sum(1 for r in target_rows if r["met"])
     load_end = os.getloadavg()[0]
     wall = time.monotonic() - started
-    t = os.times()  # the servers were stopped and reaped: their CPU time is in children_*
-    ours = t.user + t.system + t.children_user + t.children_system
+    cpu = os.times()  # the servers were stopped and reaped: their CPU time is in children_*
+    ours = cpu.user + cpu.system + cpu.children_user + cpu.children_system
     others, kernel, busiest = other_cpu(cpu_start, process_cpu())
     print(
         f"\ntargets met: {met}/{len(target_rows)}; total bench time {time.monotonic() - started:.0f} s; "

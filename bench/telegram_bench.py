@@ -8,7 +8,7 @@ latency, against the same stack with one request in flight.
 
 Both configurations run the real server (cheroot + wsgidav + davfs) in this process
 over a real ``TelegramStore`` whose clients are ``FakeTelegramClient`` (real telethon
-above a simulated wire, tests/telegram_fake.py). The fake sleeps ``latency`` plus
+above a simulated wire, davfs/testing/telegram_fake.py). The fake sleeps ``latency`` plus
 ``bytes / bandwidth`` per request, and requests overlap, as on Telegram.
 
 - **parallel**: davfs's Telegram defaults (8 requests in flight per account, 8-block
@@ -49,7 +49,7 @@ from davfs.config import load_config  # noqa: E402
 from davfs.server import build_app, make_server  # noqa: E402
 from davfs.stores import telegram_accounts  # noqa: E402
 from davfs.stores.telegram_accounts import SESSION_FOLDER, SessionFile, open_telegram_store  # noqa: E402
-from tests.telegram_fake import (  # noqa: E402
+from davfs.testing.telegram_fake import (  # noqa: E402
     DEFAULT_API_HASH,
     DEFAULT_API_ID,
     FakeTelegram,
@@ -192,9 +192,7 @@ def run(size: int, latency: float, bandwidth: float, ranges: int) -> dict[str, A
     fake = FakeTelegram(latency=latency, bandwidth=bandwidth, bot_posts_per_minute=None)
     real_make_client = telegram_accounts.make_client
     fake_client = functools.partial(FakeTelegramClient, server=fake)
-    telegram_accounts.make_client = lambda session, api_id, api_hash: real_make_client(  # type: ignore[assignment]
-        session, api_id, api_hash, client_class=fake_client
-    )
+    telegram_accounts.make_client = functools.partial(real_make_client, client_class=fake_client)
     results: dict[str, Any] = {
         "size_mib": size // MiB,
         "latency_s": latency,

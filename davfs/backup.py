@@ -16,9 +16,7 @@ newest state from them alone.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
-import hashlib
 import io
 import json
 import logging
@@ -32,9 +30,10 @@ from typing import IO, Any
 
 from davfs.catalog import Catalog
 from davfs.catalog.schema import SCHEMA_VERSION
-from davfs.errors import CatalogError, DavfsError
+from davfs.chunk import ChunkHasher, ChunkMeta, ChunkRef, read_verified, verified_blocks
+from davfs.errors import CatalogError, DavfsError, IntegrityError
 from davfs.periodic import Periodic
-from davfs.stores.base import ChunkHasher, ChunkMeta, ChunkStore
+from davfs.stores.base import ChunkStore
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +51,8 @@ class Backup:
     created: float
     rows: int
     size: int
-    parts: list[tuple[str, str, int]]
-    """(ChunkHash, locator, size) of each part, in order."""
+    parts: list[ChunkRef]
+    """Each part, in order, with the record the index holds for it."""
 
     @property
     def label(self) -> str:
@@ -64,7 +63,7 @@ class Backup:
 def backup_catalog(catalog: Catalog, store: ChunkStore, *, part_size: int) -> Backup:
     """Write a backup of ``catalog`` into ``store``; returns it."""
     created = time.time()
-    parts: list[tuple[str, str, int]] = []
+    parts: list[ChunkRef] = []
     rows = 0
     sink = _PartWriter(store, part_size, parts)
     try:
@@ -73,21 +72,22 @@ def backup_catalog(catalog: Catalog, store: ChunkStore, *, part_size: int) -> Ba
                 "format": FORMAT,
                 "schema": SCHEMA_VERSION,
                 "created": created,
-                "last_seq": catalog.last_seq(),
+                "last_seq": catalog.oplog.last_seq(),
             }
             packed.write(json.dumps(header).encode() + b"\n")
-            for table, row in catalog.dump_rows():
+            for table, row in catalog.dump.rows():
                 packed.write(json.dumps([table, _encode(row)], separators=(",", ":")).encode() + b"\n")
                 rows += 1
         sink.close()
     except BaseException:
         sink.discard()  # parts without an index would never be listed or pruned
         raise
+    listed = [[p.chunk_hash, p.locator, p.size, p.meta.to_dict()] for p in parts]
     index = json.dumps(
-        {"format": FORMAT, "created": created, "rows": rows, "parts": parts}, separators=(",", ":")
+        {"format": FORMAT, "created": created, "rows": rows, "parts": listed}, separators=(",", ":")
     ).encode()
-    locator = store.put(index, dataclasses.replace(ChunkMeta.of(index), kind=INDEX_KIND))
-    return Backup(locator, created, rows, sum(size for _, _, size in parts), parts)
+    locator = store.put(index, ChunkMeta.of(index, kind=INDEX_KIND))
+    return Backup(locator, created, rows, sum(p.size for p in parts), parts)
 
 
 def list_backups(store: ChunkStore) -> list[Backup]:
@@ -116,8 +116,8 @@ def restore_catalog(catalog: Catalog, store: ChunkStore, backup: Backup, *, repl
                 f"{SCHEMA_VERSION}; restore it with the davfs version that made it"
             )
         rows = ((table, _decode(row)) for table, row in map(json.loads, packed))
-        loaded = catalog.load_rows(rows, replace=replace)
-    catalog.continue_log_after(int(header.get("last_seq", 0)))
+        loaded = catalog.dump.load_rows(rows, replace=replace)
+    catalog.oplog.continue_after(int(header.get("last_seq", 0)))
     return loaded
 
 
@@ -127,8 +127,8 @@ def prune_backups(store: ChunkStore, keep: int) -> list[Backup]:
     doomed = backups[: max(0, len(backups) - keep)]
     for backup in doomed:
         store.delete(backup.locator)  # the index first: a half-deleted backup is not listed
-        for _, locator, _ in backup.parts:
-            store.delete(locator)
+        for part in backup.parts:
+            store.delete(part.locator)
     return doomed
 
 
@@ -151,7 +151,7 @@ def backup_schedule(
     keeping the newest ``keep``."""
 
     def run() -> None:
-        with catalog.single_instance("backup") as mine:
+        with catalog.db.single_instance("backup") as mine:
             if mine:
                 made = backup_catalog(catalog, store, part_size=part_size)
                 prune_backups(store, keep)
@@ -165,13 +165,13 @@ class _PartWriter(io.RawIOBase):
     ``part_size`` bytes and puts each into the store as it fills (never a whole part
     in memory)."""
 
-    def __init__(self, store: ChunkStore, part_size: int, parts: list[tuple[str, str, int]]) -> None:
+    def __init__(self, store: ChunkStore, part_size: int, parts: list[ChunkRef]) -> None:
         self._store = store
         self._part_size = part_size
         self._parts = parts
         self._spool: IO[bytes] | None = None
         self._spool_path = ""
-        self._hasher = ChunkHasher()
+        self._hasher = ChunkHasher(kind=PART_KIND)
         self._size = 0
 
     def writable(self) -> bool:
@@ -199,10 +199,10 @@ class _PartWriter(io.RawIOBase):
         assert self._spool is not None
         self._spool.close()
         self._spool = None
-        meta = dataclasses.replace(self._hasher.meta(), kind=PART_KIND)
+        meta = self._hasher.meta()
         locator = self._store.put_file(self._spool_path, meta)
-        self._parts.append((meta.chunk_hash, locator, meta.size))
-        self._hasher = ChunkHasher()
+        self._parts.append(ChunkRef(locator, meta))
+        self._hasher = ChunkHasher(kind=PART_KIND)
         self._size = 0
 
     def close(self) -> None:
@@ -217,8 +217,8 @@ class _PartWriter(io.RawIOBase):
             self._spool.close()
             os.unlink(self._spool_path)
             self._spool = None
-        for _, locator, _ in self._parts:
-            self._store.delete(locator)
+        for part in self._parts:
+            self._store.delete(part.locator)
         self._parts.clear()
         super().close()
 
@@ -228,24 +228,38 @@ def _verified_parts(store: ChunkStore, backup: Backup) -> Iterator[IO[bytes]]:
     """The parts of a backup read back in order into a temporary file, each checked
     against the index before anything is restored from it."""
     with tempfile.TemporaryFile() as joined:
-        for chunk_hash, locator, size in backup.parts:
-            data = store.get(locator, 0, size)
-            if hashlib.sha256(data).hexdigest() != chunk_hash:
-                raise CatalogError(f"backup {backup.locator}: part {locator} is damaged; try an older backup")
-            joined.write(data)
+        for part in backup.parts:
+            try:
+                for block in verified_blocks(store, part):
+                    joined.write(block)
+            except IntegrityError:
+                raise CatalogError(
+                    f"backup {backup.locator}: part {part.locator} is damaged; try an older backup"
+                ) from None
         joined.seek(0)
         yield joined
 
 
 def _read_index(store: ChunkStore, locator: str, meta: ChunkMeta) -> Backup:
-    data = store.get(locator, 0, meta.size)
-    if hashlib.sha256(data).hexdigest() != meta.chunk_hash:
-        raise ValueError("damaged")
-    index = json.loads(data)
+    index = json.loads(read_verified(store, ChunkRef(locator, meta)))
     if index.get("format") != FORMAT:
         raise ValueError(f"unknown format {index.get('format')!r}")
-    parts = [(str(h), str(loc), int(n)) for h, loc, n in index["parts"]]
-    return Backup(locator, float(index["created"]), int(index["rows"]), sum(n for _, _, n in parts), parts)
+    parts = [_part(entry) for entry in index["parts"]]
+    return Backup(locator, float(index["created"]), int(index["rows"]), sum(p.size for p in parts), parts)
+
+
+def _part(entry: list[Any]) -> ChunkRef:
+    """A part as the index lists it: (ChunkHash, locator, size[, its record]). The first
+    release listed no record. Its parts are format 1, whose ChunkHash is the SHA-256
+    of the whole part: the BlockHash of a part read as one block, which is how they
+    are checked (one part in memory at a time, during a restore)."""
+    chunk_hash, locator, size = str(entry[0]), str(entry[1]), int(entry[2])
+    if len(entry) > 3:
+        meta = ChunkMeta.from_dict(entry[3])
+        if (meta.chunk_hash, meta.size) != (chunk_hash, size):
+            raise ValueError(f"part {locator} is listed twice differently")
+        return ChunkRef(locator, meta)
+    return ChunkRef(locator, ChunkMeta(chunk_hash, size, max(size, 1), bytes.fromhex(chunk_hash), PART_KIND))
 
 
 def _encode(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """``davfs`` command line: serve, login, fsck, recover, and ls/put/get straight on the catalog and store.
 
-``ls``/``put``/``get`` use the same reader and writer as the server (so they verify and
-commit exactly the same way) without needing a running server. Errors print one line
-and exit with the error's ``exit_code``; tracebacks are for bugs only.
+Every command opens the same :class:`~davfs.drive.Drive` the server does, so ``ls``,
+``put`` and ``get`` read, verify and commit exactly as the server does, without a
+running server. Errors print one line and exit with the error's ``exit_code`` (one per
+error class, see :mod:`davfs.errors`); tracebacks are for bugs only.
 """
 
 from __future__ import annotations
@@ -14,23 +15,21 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
-from davfs.catalog import Catalog, Node, split_path
+from davfs.catalog import Catalog
 from davfs.config import DavfsConfig, load_config
-from davfs.errors import CatalogError, DavfsError, NotAFolder, NotFound
+from davfs.drive import Drive
+from davfs.errors import CatalogError, DavfsError
 from davfs.fsck import fsck
-from davfs.manifest import ManifestWriter, recover
-from davfs.reader import ChunkReader
-from davfs.stores import open_configured_store
-from davfs.stores.base import ChunkStore
-from davfs.writer import ChunkWriter, UploadTarget
+from davfs.manifest import recover
 
 _COPY_BLOCK = 1024 * 1024
+OS_ERROR = 74
+"""Exit code of an operating-system error (a busy port, an unreadable file): EX_IOERR."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # port in use, data folder not writable, disk full…
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"davfs: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 1
+        return OS_ERROR
     except KeyboardInterrupt:
         return 130
 
@@ -176,7 +175,7 @@ def _serve(config: DavfsConfig, _args: argparse.Namespace) -> int:
 
 
 def _login(config: DavfsConfig, args: argparse.Namespace) -> int:
-    from davfs.config import TelegramSettings
+    from davfs.stores.settings import TelegramSettings
     from davfs.stores.telegram_accounts import LoginPrompts, login
 
     settings = config.telegram or TelegramSettings()
@@ -235,8 +234,8 @@ def _fsck(config: DavfsConfig, args: argparse.Namespace) -> int:
     checkpoint = Checkpoint(config.data_dir / "fsck-verify.json")
     if verify and not args.from_start:
         checkpoint = Checkpoint.load(checkpoint.path)
-    with _Drive(config) as drive:
-        total = drive.catalog.used_bytes() if verify else 0
+    with Drive(config) as drive:
+        total = drive.catalog.tree.used_bytes() if verify else 0
         with _progress(total, "verify", quiet=not verify) as bar:
             if checkpoint.bytes_verified:
                 bar.update(checkpoint.bytes_verified)
@@ -267,7 +266,7 @@ def _gc(config: DavfsConfig, args: argparse.Namespace) -> int:
     from davfs.gc import collect_garbage
 
     grace = config.gc_grace if args.grace is None else args.grace
-    with _Drive(config) as drive:
+    with Drive(config) as drive:
         with _progress(0, "gc", quiet=args.dry_run) as bar:
             report = collect_garbage(
                 drive.catalog, drive.store, grace=grace, dry_run=args.dry_run, progress=bar.update
@@ -280,7 +279,7 @@ def _gc(config: DavfsConfig, args: argparse.Namespace) -> int:
 def _backup(config: DavfsConfig, args: argparse.Namespace) -> int:
     from davfs.backup import backup_catalog, list_backups
 
-    with _Drive(config) as drive:
+    with Drive(config) as drive:
         if args.list:
             for backup in list_backups(drive.store):
                 print(backup.label)
@@ -295,11 +294,11 @@ def _restore(config: DavfsConfig, args: argparse.Namespace) -> int:
     from davfs.manifest import last_logged_seq
 
     replace = _clear_the_way(config, force=args.force, command="restore")
-    with _Drive(config) as drive:
+    with Drive(config) as drive:
         backup = find_backup(drive.store, args.backup)
         rows = restore_catalog(drive.catalog, drive.store, backup, replace=replace)
-        in_backup, in_store = drive.catalog.last_seq(), last_logged_seq(drive.store)
-        drive.catalog.continue_log_after(max(in_backup, in_store))
+        in_backup, in_store = drive.catalog.oplog.last_seq(), last_logged_seq(drive.store)
+        drive.catalog.oplog.continue_after(max(in_backup, in_store))
     print(f"restored {rows} rows from {backup.label}")
     if in_store > in_backup:
         print(
@@ -315,7 +314,7 @@ def _clear_the_way(config: DavfsConfig, *, force: bool, command: str) -> bool:
     ``--force``; with it, a SQLite file is set aside (renamed, not deleted). Returns
     whether a non-empty catalog in another database must be replaced in place."""
     catalog = Catalog(config.catalog_url)
-    empty = catalog.is_empty()
+    empty = catalog.tree.is_empty()
     catalog.close()
     if empty:
         return False
@@ -336,8 +335,8 @@ def _clear_the_way(config: DavfsConfig, *, force: bool, command: str) -> bool:
 def _recover(config: DavfsConfig, args: argparse.Namespace) -> int:
     if _clear_the_way(config, force=args.force, command="recover"):
         raise CatalogError("recover writes into an empty database; empty it or point catalog_url elsewhere")
-    with _Drive(config) as drive:
-        if not drive.catalog.is_empty():
+    with Drive(config) as drive:
+        if not drive.catalog.tree.is_empty():
             raise CatalogError("the catalog database is not empty; point catalog_url at an empty database")
         with tqdm(
             desc="reading the store", unit=" chunks", file=sys.stderr, disable=not sys.stderr.isatty()
@@ -360,38 +359,10 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-class _Drive:
-    """Catalog + store opened for one CLI command."""
-
-    def __init__(self, config: DavfsConfig) -> None:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config = config
-        self.catalog = Catalog(config.catalog_url)
-        self.store: ChunkStore = open_configured_store(config)
-        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="davfs-cli")
-        self.manifests = ManifestWriter(self.catalog, self.store, interval=config.manifest_interval)
-
-    def __enter__(self) -> _Drive:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
-        self.manifests.close()
-        self.store.close()
-        self.catalog.close()
-
-    def node(self, path: str) -> Node:
-        node = self.catalog.resolve(split_path(path))
-        if node is None:
-            raise NotFound(path)
-        return node
-
-
 def _ls(config: DavfsConfig, args: argparse.Namespace) -> int:
-    with _Drive(config) as drive:
+    with Drive(config) as drive:
         node = drive.node(args.path)
-        members = drive.catalog.children(node.id) if node.is_dir else [node]
-        for member in members:
+        for member in drive.children(node.id) if node.is_dir else [node]:
             stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(member.modified))
             kind = "d" if member.is_dir else "-"
             name = member.name + ("/" if member.is_dir else "")
@@ -402,31 +373,17 @@ def _ls(config: DavfsConfig, args: argparse.Namespace) -> int:
 def _put(config: DavfsConfig, args: argparse.Namespace) -> int:
     source: Path = args.source
     try:
-        size = source.stat().st_size
         handle = source.open("rb")
+        stat = os.fstat(handle.fileno())
     except OSError as exc:
         print(f"davfs: cannot read {source}: {exc.strerror}", file=sys.stderr)
-        return 1
+        return OS_ERROR
     dest = args.dest.rstrip("/") + f"/{source.name}" if args.dest.endswith("/") else args.dest
-    segments = split_path(dest)
-    if not segments:
-        print("davfs: the destination must name a file", file=sys.stderr)
-        return 2
-    with handle, _Drive(config) as drive:
-        parent = drive.node("/".join(segments[:-1]))
-        if not parent.is_dir:
-            raise NotAFolder("/" + "/".join(segments[:-1]))
-        writer = ChunkWriter(
-            UploadTarget(parent.id, segments[-1], "/" + "/".join(segments)),
-            drive.catalog,
-            drive.store,
-            drive.executor,
-            expected_size=size,
-            chunk_size=config.chunk_size,
-            mtime=os.stat(source).st_mtime,
-        )
+    with handle, Drive(config) as drive:
+        parent, name = drive.parent_of(dest)
+        writer = drive.open_write(parent.id, name, path=dest, size=stat.st_size, mtime=stat.st_mtime)
         try:
-            with _progress(size, f"put {source.name}") as bar:
+            with _progress(stat.st_size, f"put {source.name}") as bar:
                 while block := handle.read(_COPY_BLOCK):
                     writer.write(block)
                     bar.update(len(block))
@@ -434,38 +391,33 @@ def _put(config: DavfsConfig, args: argparse.Namespace) -> int:
         except BaseException:
             writer.abort()
             raise
-    print(f"stored {dest} ({size} bytes)", file=sys.stderr)
+    print(f"stored {dest} ({stat.st_size} bytes)", file=sys.stderr)
     return 0
 
 
 def _get(config: DavfsConfig, args: argparse.Namespace) -> int:
-    with _Drive(config) as drive:
-        node = drive.node(args.source)
-        if node.is_dir or node.version_id is None:
-            print(f"davfs: {args.source} is a folder", file=sys.stderr)
-            return 2
-        snapshot = drive.catalog.snapshot(node.version_id, args.source)
-        to_stdout = args.dest == "-"
+    to_stdout = args.dest == "-"
+    with Drive(config) as drive, drive.open_read(args.source) as reader:
+        snapshot = reader.snapshot
         target = Path(args.dest)
         if not to_stdout and target.is_dir():
-            target = target / node.name
+            target = target / snapshot.path.rstrip("/").rsplit("/", 1)[-1]
         partial = target.with_name(target.name + ".davfs-part")
-        with ChunkReader(snapshot, drive.store, drive.executor, window=config.prefetch_blocks) as reader:
-            out = sys.stdout.buffer if to_stdout else partial.open("wb")
-            try:
-                with _progress(snapshot.size, f"get {node.name}", quiet=to_stdout) as bar:
-                    while block := reader.read(_COPY_BLOCK):
-                        out.write(block)
-                        bar.update(len(block))
-            except BaseException:
-                if not to_stdout:
-                    out.close()
-                    partial.unlink(missing_ok=True)
-                raise
+        out = sys.stdout.buffer if to_stdout else partial.open("wb")
+        try:
+            with _progress(snapshot.size, f"get {target.name}", quiet=to_stdout) as bar:
+                while block := reader.read(_COPY_BLOCK):
+                    out.write(block)
+                    bar.update(len(block))
+        except BaseException:
             if not to_stdout:
                 out.close()
-                os.replace(partial, target)
-                os.utime(target, (snapshot.mtime, snapshot.mtime))
+                partial.unlink(missing_ok=True)
+            raise
+        if not to_stdout:
+            out.close()
+            os.replace(partial, target)
+            os.utime(target, (snapshot.mtime, snapshot.mtime))
     return 0
 
 

@@ -23,29 +23,11 @@ import yaml
 
 from davfs.auth import User, parse_users
 from davfs.errors import ConfigError
+from davfs.stores.settings import TelegramSettings
 
 MiB = 1024 * 1024
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": MiB, "G": 1024 * MiB}
-
-
-@dataclass(frozen=True)
-class TelegramSettings:
-    """The ``davfs.telegram`` section: where chunks go and how hard to push Telegram.
-
-    Accounts are not listed here: every session ``davfs login`` saved under
-    ``<data_dir>/telegram/`` is used, so adding a bot for throughput is one login."""
-
-    channel: str = "me"
-    """``-100…`` id, ``@username``, ``https://t.me/+…`` invite link, or ``me`` (Saved Messages)."""
-    api_id: int = 0
-    api_hash: str = field(default="", repr=False)
-    parallelism: int = 8
-    """Requests in flight per account (parts of an upload, blocks of a read)."""
-    flood_threshold: int = 10
-    """FLOOD_WAITs up to this many seconds are slept; longer ones answer 503 + Retry-After."""
-    retries: int = 5
-    request_timeout: int = 120
 
 
 @dataclass(frozen=True)

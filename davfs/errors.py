@@ -2,7 +2,9 @@
 
 A class's docstring is its user message (``{}`` placeholders are filled from the
 constructor's arguments), so the text a user reads lives next to the condition that
-produces it. ``exit_code`` is what the CLI exits with; ``http_status`` is what the
+produces it. ``exit_code`` is what the CLI exits with, one per class (listed in the
+README; 0 is success, 1 "problems found" from fsck and gc, 74 an operating-system
+error, 130 an interrupt); ``http_status`` is what the
 provider answers when the error reaches WebDAV (the translation happens in one place,
 ``davfs.provider``; nothing below it knows HTTP).
 
@@ -13,6 +15,7 @@ provider answers when the error reaches WebDAV (the translation happens in one p
     │   ├── NotFound                 path does not exist
     │   ├── AlreadyExists            name taken in that folder
     │   ├── NotAFolder               parent is a file
+    │   ├── NotAFile                 a folder where a file was expected
     │   ├── FolderNotEmpty
     │   ├── NotAllowed               e.g. deleting the root folder
     │   └── PreconditionFailed       the file changed since the client checked
@@ -48,76 +51,96 @@ class DavfsError(Exception):
 class ConfigError(DavfsError):
     """Bad configuration: {}: {}"""
 
-    exit_code = 78  # EX_CONFIG
+    exit_code = 78
 
 
 class CatalogError(DavfsError):
     """Catalog error: {}"""
 
+    exit_code = 10
+
 
 class BadPath(CatalogError):
     """{} is not a valid path: {}"""
 
+    exit_code = 11
     http_status = 400
 
 
 class NotFound(CatalogError):
     """{} does not exist."""
 
+    exit_code = 12
     http_status = 404
 
 
 class AlreadyExists(CatalogError):
     """{} already exists."""
 
+    exit_code = 13
     http_status = 405
 
 
 class NotAFolder(CatalogError):
     """{} is not a folder."""
 
+    exit_code = 14
+    http_status = 409
+
+
+class NotAFile(CatalogError):
+    """{} is not a file."""
+
+    exit_code = 15
     http_status = 409
 
 
 class FolderNotEmpty(CatalogError):
     """Folder {} is not empty."""
 
+    exit_code = 16
     http_status = 409
 
 
 class NotAllowed(CatalogError):
     """{} is not allowed."""
 
+    exit_code = 17
     http_status = 403
 
 
 class PreconditionFailed(CatalogError):
     """{} changed while it was being uploaded; nothing was written."""
 
+    exit_code = 18
     http_status = 412
 
 
 class StoreError(DavfsError):
     """Chunk store {} failed: {}"""
 
+    exit_code = 20
     http_status = 502
 
 
 class ChunkMissing(StoreError):
     """Chunk {} is missing from store {}; files that use it cannot be read."""
 
+    exit_code = 21
     http_status = 500
 
 
 class StoreFull(StoreError):
     """Chunk store {} has no space left ({}); free some space or move the store."""
 
+    exit_code = 22
     http_status = 507
 
 
 class StoreUnavailable(StoreError):
     """Chunk store {} is unavailable for {} s; try again later."""
 
+    exit_code = 23
     http_status = 503
 
     @property
@@ -132,9 +155,13 @@ class StoreUnavailable(StoreError):
 class StoreTimeout(StoreUnavailable):
     """Chunk store {} did not answer within {} s; try again later."""
 
+    exit_code = 24
+
 
 class ChunkCollected(StoreUnavailable):
     """Chunk {} was being collected by gc while this upload stored it; upload again."""
+
+    exit_code = 25
 
     @property
     def retry_after(self) -> int:
@@ -144,20 +171,25 @@ class ChunkCollected(StoreUnavailable):
 class IntegrityError(DavfsError):
     """Block {} of chunk {} failed verification (expected SHA-256 {}, got {}); the stored bytes are damaged."""
 
+    exit_code = 30
     http_status = 500
 
 
 class DamagedFile(IntegrityError):
     """{} is damaged ({}); `davfs fsck --verify --repair` found it unreadable. Upload it again to heal it."""
 
+    exit_code = 31
+
 
 class UploadError(DavfsError):
     """Upload of {} failed: {}"""
 
+    exit_code = 40
     http_status = 500
 
 
 class IncompleteUpload(UploadError):
     """Upload of {} received {} bytes but {} were announced; nothing was changed."""
 
+    exit_code = 41
     http_status = 400

@@ -3,7 +3,7 @@
 Two levels. The catalog check (always) compares the catalog with itself: reference
 counts, extents, the tree, and chunks marked damaged by an earlier repair. ``--verify``
 then reads every block of every chunk a current file uses back from the store and
-checks its SHA-256, exactly as a download would, and names the files a missing or
+checks its BlockHash, exactly as a download would, and names the files a missing or
 damaged chunk belongs to. Chunks that only replaced versions (which a running download
 may still read) or manifests hold are checked for presence.
 
@@ -20,8 +20,6 @@ while the files stay listed. Uploading the same content again heals a marked chu
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -29,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from davfs.catalog import Catalog, StoredChunk
-from davfs.errors import ChunkMissing, StoreError
+from davfs.catalog import Catalog
+from davfs.chunk import ChunkRef, verified_blocks
+from davfs.errors import ChunkMissing, IntegrityError, StoreError
 from davfs.stores.base import ChunkStore
 
 CHECKPOINT_SECONDS = 5.0
@@ -125,14 +124,14 @@ def fsck(
 ) -> FsckReport:
     """Check the drive. ``checkpoint`` makes a verification resumable; ``rate`` holds
     it to that many bytes per second."""
-    report = FsckReport(catalog=catalog.integrity_problems(), marked=catalog.damaged_chunks())
+    report = FsckReport(catalog=catalog.fsck.integrity_problems(), marked=catalog.fsck.damaged_chunks())
     if verify and checkpoint is not None and checkpoint.after:
         report.resumed_after = checkpoint.after
         report.missing, report.damaged = checkpoint.missing, checkpoint.damaged
         report.chunks_verified, report.bytes_verified = checkpoint.chunks_verified, checkpoint.bytes_verified
     throttle = _Throttle(rate)
     saved = time.monotonic()
-    for chunk, paths in sorted(catalog.referenced_chunks(), key=lambda item: item[0].chunk_hash):
+    for chunk, paths in sorted(catalog.fsck.referenced_chunks(), key=lambda item: item[0].chunk_hash):
         if verify and paths and report.resumed_after and chunk.chunk_hash <= report.resumed_after:
             continue  # verified before the interruption
         if not (verify and paths):  # chunks no current file uses are checked for presence only
@@ -169,15 +168,13 @@ def fsck(
 def repair(catalog: Catalog, store: ChunkStore, report: FsckReport) -> None:
     """Act on a verified report (see the module docstring); records what it did in it."""
     broken = set(report.missing) | set(report.damaged)
-    copies: dict[str, list[StoredChunk]] = {}
+    copies: dict[str, list[str]] = {}
     if broken:
         for locator, meta in store.iter_chunks():
             if meta.chunk_hash in broken:
-                copies.setdefault(meta.chunk_hash, []).append(
-                    StoredChunk(meta.chunk_hash, locator, meta.size, meta.block_size, meta.block_hashes)
-                )
+                copies.setdefault(meta.chunk_hash, []).append(locator)
     current = {
-        chunk.chunk_hash: chunk for chunk, _ in catalog.referenced_chunks() if chunk.chunk_hash in broken
+        chunk.chunk_hash: chunk for chunk, _ in catalog.fsck.referenced_chunks() if chunk.chunk_hash in broken
     }
     for chunk_hash in sorted(broken):
         chunk = current.get(chunk_hash)
@@ -185,44 +182,42 @@ def repair(catalog: Catalog, store: ChunkStore, report: FsckReport) -> None:
             continue  # no longer referenced since the check
         other = next(
             (
-                copy
-                for copy in copies.get(chunk_hash, [])
-                if copy.locator != chunk.locator and _intact_copy(store, copy, chunk)
+                locator
+                for locator in copies.get(chunk_hash, [])
+                if locator != chunk.locator and _intact_copy(store, ChunkRef(locator, chunk.meta))
             ),
             None,
         )
         if other is not None:
-            catalog.relocate_chunk(chunk_hash, other.locator)
+            catalog.fsck.relocate_chunk(chunk_hash, other)
             report.relocated.append(chunk_hash)
         else:
             reason = (
                 "missing from the store" if chunk_hash in report.missing else "its stored bytes are damaged"
             )
-            catalog.mark_damaged(chunk_hash, reason)
+            catalog.fsck.mark_damaged(chunk_hash, reason)
             report.newly_marked.append(chunk_hash)
     for chunk_hash in report.marked.keys() - broken:  # verified intact: the mark no longer holds
-        catalog.mark_damaged(chunk_hash, None)
+        catalog.fsck.mark_damaged(chunk_hash, None)
 
 
-def _intact_copy(store: ChunkStore, copy: StoredChunk, chunk: StoredChunk) -> bool:
+def _intact_copy(store: ChunkStore, copy: ChunkRef) -> bool:
     try:
-        return _verify_chunk(store, dataclasses.replace(chunk, locator=copy.locator), None, _Throttle(None))
+        return _verify_chunk(store, copy, None, _Throttle(None))
     except StoreError:
         return False
 
 
 def _verify_chunk(
-    store: ChunkStore, chunk: StoredChunk, progress: Callable[[int], None] | None, throttle: _Throttle
+    store: ChunkStore, chunk: ChunkRef, progress: Callable[[int], None] | None, throttle: _Throttle
 ) -> bool:
     """Whether every block of the chunk matches its BlockHash."""
-    for index, offset in enumerate(range(0, chunk.size, chunk.block_size)):
-        length = min(chunk.block_size, chunk.size - offset)
-        throttle.take(length)
-        data = store.get(chunk.locator, offset, length)
-        if hashlib.sha256(data).digest() != chunk.block_hashes[index * 32 : index * 32 + 32]:
-            return False
-        if progress is not None:
-            progress(length)
+    try:
+        for block in verified_blocks(store, chunk, before_read=throttle.take):
+            if progress is not None:
+                progress(len(block))
+    except IntegrityError:
+        return False
     return True
 
 

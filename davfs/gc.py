@@ -36,7 +36,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from davfs.catalog import Catalog, StoredChunk
+from davfs.catalog import Catalog
+from davfs.chunk import ChunkRef
 from davfs.errors import DavfsError
 from davfs.periodic import Periodic
 from davfs.stores.base import ChunkStore
@@ -96,17 +97,19 @@ def collect_garbage(
 ) -> GcReport:
     """One gc run (see the module docstring). Safe to run while the server serves."""
     report = GcReport(dry_run=dry_run)
-    with catalog.single_instance("gc") as mine:
+    with catalog.db.single_instance("gc") as mine:
         if not mine:
             report.busy = True
             return report
         if dry_run:
             return _dry_run(catalog, store, grace, report)
-        report.versions_dropped, report.uploads_abandoned = catalog.drop_retired(time.time() - grace)
-        report.orphans_adopted = catalog.adopt_orphans(catalog.unknown_chunks(_stored_data_chunks(store)))
+        report.versions_dropped, report.uploads_abandoned = catalog.gc.drop_retired(time.time() - grace)
+        report.orphans_adopted = catalog.gc.adopt_orphans(
+            catalog.gc.unknown_chunks(_stored_data_chunks(store))
+        )
         started = time.time()
         cutoff = started - grace  # after the scan: with no grace, orphans go in this run
-        while batch := catalog.mark_for_deletion(cutoff, BATCH, stale=STALE_MARK, retry_before=started):
+        while batch := catalog.gc.mark_for_deletion(cutoff, BATCH, stale=STALE_MARK, retry_before=started):
             done: list[tuple[str, str]] = []
             failed: list[tuple[str, str]] = []
             for chunk_hash, locator, size in batch:
@@ -120,8 +123,8 @@ def collect_garbage(
                 report.deleted.append((chunk_hash, locator, size))
                 if progress is not None:
                     progress(size)
-            catalog.forget_deleted(done, failed)
-        catalog.prune_tombstones(time.time() - TOMBSTONE_DAYS * 86400)
+            catalog.gc.forget_deleted(done, failed)
+        catalog.gc.prune_tombstones(time.time() - TOMBSTONE_DAYS * 86400)
     return report
 
 
@@ -130,21 +133,17 @@ def _dry_run(catalog: Catalog, store: ChunkStore, grace: float, report: GcReport
     catalog does not know are counted; a run deletes them one grace period after it
     first finds them (at once with no grace)."""
     cutoff = time.time() - grace
-    report.deleted, report.versions_dropped, report.uploads_abandoned = catalog.collectable(cutoff)
-    orphans = catalog.unknown_chunks(_stored_data_chunks(store))
+    report.deleted, report.versions_dropped, report.uploads_abandoned = catalog.gc.collectable(cutoff)
+    orphans = catalog.gc.unknown_chunks(_stored_data_chunks(store))
     report.orphans_adopted = len(orphans)
     if grace <= 0:
         report.deleted += [(c.chunk_hash, c.locator, c.size) for c in orphans]
     return report
 
 
-def _stored_data_chunks(store: ChunkStore) -> list[StoredChunk]:
+def _stored_data_chunks(store: ChunkStore) -> list[ChunkRef]:
     """Every file-content chunk in the store (manifests and backups are not gc's)."""
-    return [
-        StoredChunk(meta.chunk_hash, locator, meta.size, meta.block_size, meta.block_hashes)
-        for locator, meta in store.iter_chunks()
-        if meta.kind == "data"
-    ]
+    return [ChunkRef(locator, meta) for locator, meta in store.iter_chunks() if meta.kind == "data"]
 
 
 def gc_schedule(catalog: Catalog, store: ChunkStore, *, interval: float, grace: float) -> Periodic:

@@ -175,7 +175,7 @@ def _live_values(resource: DavfsFolder | DavfsFile) -> Iterator[tuple[str, str |
     if created is not None:
         yield "creationdate", util.get_rfc3339_time(created)
     if resource.is_collection:
-        used, available = resource.provider.quota()
+        used, available = resource.drive.quota()
         if used is not None:
             yield "quota-used-bytes", str(used)
         if available is not None:

@@ -13,8 +13,6 @@ replays once, because entries are keyed by their sequence number.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import threading
@@ -23,10 +21,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from davfs.catalog import ROOT_ID, Catalog, RecoveredNode, StoredChunk
+from davfs.catalog import ROOT_ID, Catalog, RecoveredNode
+from davfs.catalog.oplog import (
+    Deleted,
+    Entry,
+    Moved,
+    MtimeSet,
+    NodeCreated,
+    PropSet,
+    PropsReplaced,
+    VersionSet,
+    decode,
+)
+from davfs.chunk import ChunkMeta, ChunkRef, read_verified
 from davfs.errors import CatalogError, DavfsError
 from davfs.periodic import Periodic
-from davfs.stores.base import ChunkMeta, ChunkStore
+from davfs.stores.base import ChunkStore
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +62,14 @@ class ManifestWriter:
         """Write every pending entry; returns how many were written (0 also when another
         instance sharing the catalog is writing them right now)."""
         written = 0
-        with self._flushing, self._catalog.single_instance("manifests") as mine:
-            while mine and (entries := self._catalog.pending_log(MAX_ENTRIES)):
+        with self._flushing, self._catalog.db.single_instance("manifests") as mine:
+            while mine and (entries := self._catalog.oplog.pending(MAX_ENTRIES)):
                 body = json.dumps(
                     {"format": FORMAT, "written": time.time(), "entries": entries}, separators=(",", ":")
                 ).encode()
-                meta = dataclasses.replace(ChunkMeta.of(body), kind="manifest")
+                meta = ChunkMeta.of(body, kind="manifest")
                 locator = self._store.put(body, meta)
-                self._catalog.log_stored(entries[-1][0], _stored(locator, meta))
+                self._catalog.oplog.stored(entries[-1][0], ChunkRef(locator, meta))
                 written += len(entries)
         return written
 
@@ -88,35 +98,37 @@ def recover(
     catalog: Catalog, store: ChunkStore, *, progress: Callable[[int], None] | None = None
 ) -> RecoveryReport:
     """Rebuild ``catalog`` (which must be empty) from the chunks and manifests in ``store``."""
-    if not catalog.is_empty():
+    if not catalog.tree.is_empty():
         raise CatalogError("the catalog is not empty; recover writes into a fresh catalog only")
     report = RecoveryReport()
-    chunks: dict[str, StoredChunk] = {}
-    manifests: list[tuple[str, ChunkMeta]] = []
+    chunks: dict[str, ChunkRef] = {}
+    manifests: list[ChunkRef] = []
     for locator, meta in store.iter_chunks():
         if meta.kind == "manifest":
-            manifests.append((locator, meta))
+            manifests.append(ChunkRef(locator, meta))
         else:
-            chunks[meta.chunk_hash] = _stored(locator, meta)
+            chunks[meta.chunk_hash] = ChunkRef(locator, meta)
         if progress is not None:
             progress(1)
     report.chunks, report.manifests = len(chunks), len(manifests)
-    entries: dict[int, dict[str, Any]] = {}
-    for locator, meta in manifests:
-        body = store.get(locator, 0, meta.size)
-        if hashlib.sha256(body).hexdigest() != meta.chunk_hash:
-            report.problems.append(f"manifest {locator} is damaged; its changes are missing")
+    entries: dict[int, Entry] = {}
+    for manifest in manifests:
+        try:
+            logged = _entries(store, manifest)
+        except (DavfsError, ValueError) as exc:
+            report.problems.append(
+                f"manifest {manifest.locator} is unreadable ({exc}); its changes are missing"
+            )
             continue
-        for seq, entry in json.loads(body)["entries"]:
-            entries[int(seq)] = entry
+        entries.update(logged)
     report.entries = len(entries)
     tree = _Tree()
     for seq in sorted(entries):
         tree.apply(entries[seq])
     nodes = list(tree.parents_first(chunks, report.problems))
-    catalog.load_tree(nodes, chunks, last_seq=max(entries, default=0))
-    for locator, meta in manifests:
-        catalog.log_stored(0, _stored(locator, meta))
+    catalog.dump.load_tree(nodes, chunks, last_seq=max(entries, default=0))
+    for manifest in manifests:
+        catalog.oplog.stored(0, manifest)
     report.folders = sum(1 for n in nodes if n.is_dir and n.id != ROOT_ID)
     report.files = sum(1 for n in nodes if not n.is_dir)
     return report
@@ -128,10 +140,19 @@ def last_logged_seq(store: ChunkStore) -> int:
     for locator, meta in store.iter_chunks():
         if meta.kind != "manifest":
             continue
-        body = store.get(locator, 0, meta.size)
-        if hashlib.sha256(body).hexdigest() == meta.chunk_hash:
-            newest = max([newest, *(int(seq) for seq, _ in json.loads(body)["entries"])])
+        try:
+            newest = max([newest, *_entries(store, ChunkRef(locator, meta))])
+        except (DavfsError, ValueError) as exc:
+            log.warning("manifest %s is unreadable (%s); skipped", locator, exc)
     return newest
+
+
+def _entries(store: ChunkStore, manifest: ChunkRef) -> dict[int, Entry]:
+    """The entries a manifest holds, by sequence number; verified before it is parsed."""
+    body = json.loads(read_verified(store, manifest))
+    if body.get("format") != FORMAT:
+        raise ValueError(f"unknown manifest format {body.get('format')!r}")
+    return {int(seq): decode(entry) for seq, entry in body["entries"]}
 
 
 class _Tree:
@@ -143,40 +164,38 @@ class _Tree:
         }
         self.children: dict[int, set[int]] = {ROOT_ID: set()}
 
-    def apply(self, entry: dict[str, Any]) -> None:
-        op = entry.get("op")
-        if op == "node":
-            node_id = int(entry["id"])
-            self.nodes[node_id] = {
-                "parent": int(entry["parent"]),
-                "name": str(entry["name"]),
-                "dir": bool(entry["dir"]),
-                "created": float(entry["created"]),
-                "modified": float(entry["modified"]),
+    def apply(self, entry: Entry) -> None:
+        if isinstance(entry, NodeCreated):
+            self.nodes[entry.id] = {
+                "parent": entry.parent,
+                "name": entry.name,
+                "dir": entry.is_dir,
+                "created": entry.created,
+                "modified": entry.modified,
                 "props": {},
             }
-            self.children.setdefault(int(entry["parent"]), set()).add(node_id)
+            self.children.setdefault(entry.parent, set()).add(entry.id)
             return
-        node = self.nodes.get(int(entry["node"]))
+        node = self.nodes.get(entry.node)
         if node is None:
             return  # its creation fell in a lost window; reported when the tree is written
-        if op == "version":
-            node.update(size=int(entry["size"]), modified=float(entry["modified"]), chunks=entry["chunks"])
-        elif op == "mtime":
-            node["modified"] = float(entry["modified"])
-        elif op == "prop":
-            if entry["value"] is None:
-                node["props"].pop(entry["name"], None)
-            else:
-                node["props"][entry["name"]] = entry["value"]
-        elif op == "props":
-            node["props"] = dict(entry["props"])
-        elif op == "move":
-            self.children.get(node["parent"], set()).discard(int(entry["node"]))
-            node.update(parent=int(entry["parent"]), name=str(entry["name"]))
-            self.children.setdefault(node["parent"], set()).add(int(entry["node"]))
-        elif op == "delete":
-            self._delete(int(entry["node"]))
+        match entry:
+            case VersionSet():
+                node.update(size=entry.size, modified=entry.modified, chunks=entry.chunks)
+            case MtimeSet():
+                node["modified"] = entry.modified
+            case PropSet(value=None):
+                node["props"].pop(entry.name, None)
+            case PropSet():
+                node["props"][entry.name] = entry.value
+            case PropsReplaced():
+                node["props"] = dict(entry.props)
+            case Moved():
+                self.children.get(node["parent"], set()).discard(entry.node)
+                node.update(parent=entry.parent, name=entry.name)
+                self.children.setdefault(entry.parent, set()).add(entry.node)
+            case Deleted():
+                self._delete(entry.node)
 
     def _delete(self, node_id: int) -> None:
         node = self.nodes.pop(node_id, None)
@@ -186,7 +205,7 @@ class _Tree:
         for child in list(self.children.pop(node_id, ())):
             self._delete(child)
 
-    def parents_first(self, chunks: dict[str, StoredChunk], problems: list[str]) -> Iterator[RecoveredNode]:
+    def parents_first(self, chunks: dict[str, ChunkRef], problems: list[str]) -> Iterator[RecoveredNode]:
         """Every node reachable from the root, parents before children; files whose
         chunks are not in the store are left out and reported."""
         queue: list[tuple[int, str]] = [(ROOT_ID, "")]
@@ -226,7 +245,3 @@ class _Tree:
                 f"{len(self.nodes) - reached} node(s) hang below folders the history does not "
                 "create (a manifest is missing); not restored"
             )
-
-
-def _stored(locator: str, meta: ChunkMeta) -> StoredChunk:
-    return StoredChunk(meta.chunk_hash, locator, meta.size, meta.block_size, meta.block_hashes)

@@ -1,28 +1,29 @@
 """ChunkReader: a seekable, lazy, hash-verifying file object over a FileSnapshot.
 
 This is the trust boundary (invariant 2): bytes from a store are returned only after
-the SHA-256 of the block that holds them matched the catalog. It is also where the
+the BlockHash of the block that holds them matched the catalog
+(:func:`davfs.chunk.verify_block`). It is also where the
 seed's lesson lives (invariant 1): the reader holds a snapshot, a store and an executor,
 and nothing request-scoped — no catalog connection, no WSGI environ, no thread-local —
 so wsgidav can iterate the body after the request handler has returned, on any thread.
 
 Blocks are fetched on demand; while reads are sequential, the next ``window`` blocks are
 fetched ahead on the executor (bounded memory: at most ``window`` blocks per reader,
-invariant 5). Hashing runs on those worker threads too (hashlib releases the GIL).
+invariant 5). Hashing runs on those worker threads too (the hashes release the GIL).
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
 import io
 import logging
 import threading
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
+from davfs.chunk import ChunkRef, verify_block
 from davfs.errors import IntegrityError
-from davfs.snapshot import ChunkInfo, FileSnapshot
+from davfs.snapshot import FileSnapshot
 from davfs.stores.base import ChunkStore
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ integrity_failures = IntegrityCounter()
 @dataclass(frozen=True, slots=True)
 class _Block:
     file_offset: int
-    chunk: ChunkInfo
+    chunk: ChunkRef
     chunk_offset: int
     length: int
     index_in_chunk: int
@@ -66,28 +67,29 @@ class _BlockMap:
             self._starts.append(position)
             self._first.append(count)
             position += extent.length
-            count += -(-extent.length // extent.chunk.block_size)
+            count += -(-extent.length // extent.chunk.meta.block_size)
         self.count = count
 
     def index_at(self, offset: int) -> int:
         e = bisect.bisect_right(self._starts, offset) - 1
-        return self._first[e] + (offset - self._starts[e]) // self._extents[e].chunk.block_size
+        return self._first[e] + (offset - self._starts[e]) // self._extents[e].chunk.meta.block_size
 
     def block(self, index: int) -> _Block:
         e = bisect.bisect_right(self._first, index) - 1
         extent = self._extents[e]
         local = index - self._first[e]
-        start = local * extent.chunk.block_size
-        length = min(extent.chunk.block_size, extent.length - start)
+        block_size = extent.chunk.meta.block_size
+        start = local * block_size
+        length = min(block_size, extent.length - start)
         return _Block(self._starts[e] + start, extent.chunk, extent.offset + start, length, local)
 
 
 def fetch_block(store: ChunkStore, path: str, block: _Block) -> bytes:
     """Get one block from the store and verify it; never returns unverified bytes."""
     data = store.get(block.chunk.locator, block.chunk_offset, block.length)
-    expected = block.chunk.block_digest(block.index_in_chunk)
-    actual = hashlib.sha256(data).digest()
-    if actual != expected:
+    try:
+        verify_block(block.chunk.meta, block.index_in_chunk, data)
+    except IntegrityError as exc:
         integrity_failures.add()
         log.error(
             "integrity failure: path=%s chunk=%s block=%d locator=%s expected=%s got=%s",
@@ -95,10 +97,10 @@ def fetch_block(store: ChunkStore, path: str, block: _Block) -> bytes:
             block.chunk.chunk_hash,
             block.index_in_chunk,
             block.chunk.locator,
-            expected.hex(),
-            actual.hex(),
+            exc.args[2],
+            exc.args[3],
         )
-        raise IntegrityError(block.index_in_chunk, block.chunk.chunk_hash, expected.hex(), actual.hex())
+        raise
     return data
 
 

@@ -1,9 +1,10 @@
 """Build the WSGI app from a DavfsConfig and serve it with cheroot.
 
-The path from here to a chunk: :func:`build_app` opens the catalog and the store, wraps
-them in a :class:`~davfs.provider.DavfsProvider`, and hands that to wsgidav's
-``WsgiDAVApp`` (auth, If-headers, locks, XML), behind :class:`~davfs.edge.Edge`
-(request ids, access log, health endpoint). :func:`make_server` puts the app on a
+The path from here to a chunk: :func:`build_app` opens the :class:`~davfs.drive.Drive`
+(catalog, store, background jobs), wraps it in a :class:`~davfs.provider.DavfsProvider`,
+and hands that to wsgidav's ``WsgiDAVApp`` (auth, If-headers, locks, XML) with davfs's
+own middleware (:mod:`davfs.http_policy`), behind :class:`~davfs.edge.Edge` (request
+ids, access log, health endpoint). :func:`make_server` puts the app on a
 cheroot server sized for long transfers: many worker threads (each transfer holds
 one for its whole duration) and a socket timeout long enough for slow clients.
 """
@@ -16,13 +17,13 @@ import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from redis.exceptions import RedisError
-from wsgidav.dav_error import ERROR_RESPONSES, DAVError, get_http_status_string
 from wsgidav.default_conf import DEFAULT_CONFIG
+from wsgidav.error_printer import ErrorPrinter
 from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.lock_man.lock_storage import LockStorageShelve
 from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
@@ -37,19 +38,14 @@ from davfs.auth import (
     generated_user,
     wsgidav_auth_config,
 )
-from davfs.backup import backup_schedule
-from davfs.catalog import Catalog
 from davfs.config import DavfsConfig
 from davfs.connect import first_user_banner
+from davfs.drive import Drive
 from davfs.edge import Edge
 from davfs.errors import ConfigError
-from davfs.gc import gc_schedule
-from davfs.manifest import ManifestWriter
-from davfs.periodic import Periodic
-from davfs.provider import DavfsProvider, disk_free
-from davfs.stores import open_configured_store
+from davfs.http_policy import ErrorPages, RequestPolicy
+from davfs.provider import DavfsProvider
 from davfs.stores.base import ChunkStore
-from davfs.stores.local import LocalStore
 
 WSGI_IO_SIZE = 1024 * 1024
 """wsgidav's read/write size per call: its default of 8 KiB is the GET/PUT bottleneck.
@@ -62,7 +58,8 @@ _WSGIDAV_DEFAULTS: dict[str, Any] = {
     "verbose": 1,
     "logging": {"enable": False},
     "block_size": WSGI_IO_SIZE,
-    "honor_mtime_header": True,
+    # X-OC-Mtime goes into the upload's own commit (davfs.provider), not after it.
+    "honor_mtime_header": False,
     "add_header_MS_Author_Via": True,
     "mutable_live_props": ["{DAV:}getlastmodified"],
     "hotfixes": {"emulate_win32_lastmod": True, "re_encode_path_info": True},
@@ -84,41 +81,28 @@ class App:
 
     wsgi: Edge
     """wsgidav's application behind davfs's edge (request ids, access log, health)."""
-    provider: DavfsProvider
-    catalog: Catalog
-    store: ChunkStore
+    drive: Drive
     locks: Any
-    manifests: ManifestWriter
-    gc: Periodic
-    backups: Periodic
     generated_user: GeneratedUser | None
     """Set when no users were configured and davfs made one up (printed at start)."""
 
     def close(self) -> None:
-        self.provider.shutdown()
-        self.gc.close()
-        self.backups.close()
-        self.manifests.close()
         self.locks.close()
-        self.store.close()
-        self.catalog.close()
+        self.drive.close()
 
 
 def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
     _return_large_buffers_to_the_os()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(config.catalog_url)
-    store = store or open_configured_store(config)
-    available = disk_free(str(store.root)) if isinstance(store, LocalStore) else None
-    provider = DavfsProvider(
-        catalog,
-        store,
-        chunk_size=config.chunk_size,
-        prefetch_blocks=config.prefetch_blocks,
-        upload_in_flight=config.upload_in_flight,
-        available_bytes=available,
-        propfind_infinity=config.propfind_infinity,
-    )
+    drive = Drive(config, store=store)
+    try:
+        return _build_app(config, drive)
+    except BaseException:
+        drive.close()
+        raise
+
+
+def _build_app(config: DavfsConfig, drive: Drive) -> App:
+    provider = DavfsProvider(drive, propfind_infinity=config.propfind_infinity)
     locks = _lock_storage(config)
     generated = None
     users: dict[str, User] | None = None
@@ -129,18 +113,16 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
             users = {generated.name: generated.user}
     wsgidav_conf = _merge(copy.deepcopy(_WSGIDAV_DEFAULTS), wsgidav_auth_config(users, tls=config.tls))
     _merge(wsgidav_conf, dict(config.wsgidav))
-    wsgidav_conf["middleware_stack"] = [
-        DavfsAuthenticator if layer is HTTPAuthenticator else layer
-        for layer in wsgidav_conf.get("middleware_stack", DEFAULT_CONFIG["middleware_stack"])
-    ]
+    wsgidav_conf["middleware_stack"] = _middleware(
+        wsgidav_conf.get("middleware_stack", DEFAULT_CONFIG["middleware_stack"])
+    )
     wsgidav_conf.update(
         host=config.host,
         port=config.port,
         provider_mapping={"/": provider},
         lock_storage=locks,
     )
-    app = Edge(WsgiDAVApp(wsgidav_conf), catalog)
-    _plain_error_pages()
+    app = Edge(WsgiDAVApp(wsgidav_conf), drive)
     # With its own logging off, wsgidav's logger swallows everything, including the
     # tracebacks of internal errors; send its warnings and errors to ours.
     wsgidav_log = logging.getLogger("wsgidav")
@@ -150,15 +132,23 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
     for old in [f for f in auth_log.filters if isinstance(f, UnknownUserNames)]:
         auth_log.removeFilter(old)
     auth_log.addFilter(UnknownUserNames(users or {}))
-    manifests = ManifestWriter(catalog, store, interval=config.manifest_interval)
-    manifests.start()
-    gc = gc_schedule(catalog, store, interval=config.gc_interval, grace=config.gc_grace)
-    gc.start()
-    backups = backup_schedule(
-        catalog, store, interval=config.backup_interval, keep=config.backup_keep, part_size=config.chunk_size
-    )
-    backups.start()
-    return App(app, provider, catalog, store, locks, manifests, gc, backups, generated)
+    drive.start_jobs()
+    return App(app, drive, locks, generated)
+
+
+def _middleware(stack: list[Any]) -> list[Any]:
+    """wsgidav's middleware with davfs's layers: :class:`ErrorPages` in place of its
+    ErrorPrinter, davfs's authenticator in place of its own, and the
+    :class:`RequestPolicy` right after authentication."""
+    layers: list[Any] = []
+    for layer in stack:
+        if layer is ErrorPrinter:
+            layers.append(ErrorPages)
+        elif layer is HTTPAuthenticator:
+            layers += [DavfsAuthenticator, RequestPolicy]
+        else:
+            layers.append(layer)
+    return layers
 
 
 def _lock_storage(config: DavfsConfig) -> Any:
@@ -207,26 +197,6 @@ def make_server(config: DavfsConfig, app: App) -> wsgi.Server:
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise ConfigError("ssl_certificate", f"cannot use this certificate and key ({exc})") from None
     return server
-
-
-def _plain_error_pages() -> None:
-    """wsgidav's error page quotes Python exceptions ("Source exception: ParseError(...)")
-    and links to wsgidav; clients and people need the status and the reason. wsgidav has
-    no setting for it, so its page builder is replaced (once, for the process)."""
-    if getattr(DAVError.get_response_page, "davfs", False):
-        return
-    original = DAVError.get_response_page
-
-    def page(error: DAVError) -> tuple[str, bytes]:
-        if error.err_condition:  # an RFC 4918 precondition: wsgidav's XML is right
-            return cast(tuple[str, bytes], original(error))
-        status = get_http_status_string(error)
-        reason = error.context_info or ERROR_RESPONSES.get(error.value, "")
-        body = f"{status}: {reason}\n" if reason else f"{status}\n"
-        return "text/plain; charset=utf-8", body.encode()
-
-    page.davfs = True  # type: ignore[attr-defined]
-    DAVError.get_response_page = page
 
 
 def _interrupt(signum: int, frame: object) -> None:

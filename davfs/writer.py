@@ -26,10 +26,11 @@ from collections.abc import Iterable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
-from davfs.catalog import Catalog, Node, StoredChunk
+from davfs.catalog import Node
+from davfs.catalog.uploads import Uploads
+from davfs.chunk import BLOCK_SIZE, ChunkHasher, ChunkMeta, ChunkRef
 from davfs.errors import DavfsError, IncompleteUpload, UploadError
-from davfs.snapshot import BLOCK_SIZE
-from davfs.stores.base import ChunkHasher, ChunkMeta, ChunkStore, store_error
+from davfs.stores.base import ChunkStore, store_error
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class ChunkWriter:
     def __init__(
         self,
         target: UploadTarget,
-        catalog: Catalog,
+        uploads: Uploads,
         store: ChunkStore,
         executor: Executor,
         *,
@@ -127,7 +128,7 @@ class ChunkWriter:
         if chunk_size % block_size:
             raise ValueError("chunk_size must be a multiple of block_size")
         self.target = target
-        self._catalog = catalog
+        self._uploads = uploads
         self._store = store
         self._executor = executor
         self.expected_size = expected_size
@@ -136,12 +137,12 @@ class ChunkWriter:
         self._in_flight = max(1, in_flight)
         self._mtime = mtime
         self._spool: _Spool | None = None
-        self._pending: list[tuple[Future[StoredChunk], str]] = []
-        self._stored: list[StoredChunk] = []
+        self._pending: list[tuple[Future[ChunkRef], str]] = []
+        self._stored: list[ChunkRef] = []
         self._upload_id: int | None = None
         self._gc_epoch: int | None = None
-        """Read before the first chunk is stored; see Catalog.commit_file."""
-        self._seen: dict[str, Future[StoredChunk]] = {}
+        """Read before the first chunk is stored; see catalog.uploads.Uploads.commit."""
+        self._seen: dict[str, Future[ChunkRef]] = {}
         self._seen_lock = threading.Lock()
         self.received = 0
         self.node: Node | None = None
@@ -173,7 +174,7 @@ class ChunkWriter:
             if self._spool.size == self._chunk_size:
                 if self._upload_id is None:
                     # A multi-chunk upload: journal it so a crash leaves findable chunks.
-                    self._upload_id = self._catalog.begin_upload(self.target.path)
+                    self._upload_id = self._uploads.begin(self.target.path)
                 self._ship_chunk()
         return total
 
@@ -191,7 +192,7 @@ class ChunkWriter:
             if self._spool is not None:
                 self._ship_chunk(last=True)
             self._drain(0)
-            self.node, self.created = self._catalog.commit_file(
+            self.node, self.created = self._uploads.commit(
                 self.target.parent_id,
                 self.target.name,
                 upload_id=self._upload_id,
@@ -226,7 +227,7 @@ class ChunkWriter:
         self._pending.clear()
         if self._upload_id is not None or self._stored:
             try:
-                self._catalog.abort_upload(self._upload_id or 0, self._stored)
+                self._uploads.abort(self._upload_id, self._stored)
             except Exception:  # never hide the error that made us abort
                 log.exception("could not journal aborted upload of %s", self.target.path)
         log.info("upload of %s aborted after %d bytes", self.target.path, self.received)
@@ -239,14 +240,14 @@ class ChunkWriter:
 
     def _ship_chunk(self, *, last: bool = False) -> None:
         if self._gc_epoch is None:
-            self._gc_epoch = self._catalog.gc_epoch()
+            self._gc_epoch = self._uploads.gc_epoch()
         self._drain(self._in_flight - 1)
         spool, self._spool = self._spool, None
         assert spool is not None
         meta = spool.finish()
         if last and not self._pending:
             # Nothing to overlap with (a small file): skip the hand-off to the executor.
-            done: Future[StoredChunk] = Future()
+            done: Future[ChunkRef] = Future()
             try:
                 done.set_result(self._store_chunk(spool.path, meta))
             except BaseException as exc:
@@ -266,12 +267,12 @@ class ChunkWriter:
             except Exception as exc:
                 raise UploadError(self.target.path, exc) from exc
 
-    def _store_chunk(self, path: str, meta: ChunkMeta) -> StoredChunk:
+    def _store_chunk(self, path: str, meta: ChunkMeta) -> ChunkRef:
         """Runs on the executor; owns the spool file at ``path`` from here on."""
         with self._seen_lock:
             earlier = self._seen.get(meta.chunk_hash)
             if earlier is None:
-                mine: Future[StoredChunk] = Future()
+                mine: Future[ChunkRef] = Future()
                 self._seen[meta.chunk_hash] = mine
         if earlier is not None:
             _unlink(path)
@@ -284,16 +285,16 @@ class ChunkWriter:
             known = (
                 None
                 if self._store.properties.content_addressed
-                else self._catalog.locator_of(meta.chunk_hash)
+                else self._uploads.locator_of(meta.chunk_hash)
             )
             if known is not None and self._store.exists(known):
-                stored = StoredChunk(meta.chunk_hash, known, meta.size, meta.block_size, meta.block_hashes)
+                stored = ChunkRef(known, meta)
                 mine.set_result(stored)
                 return stored
             locator = self._store.put_file(path, meta)
-            stored = StoredChunk(meta.chunk_hash, locator, meta.size, meta.block_size, meta.block_hashes)
+            stored = ChunkRef(locator, meta)
             if self._upload_id is not None:
-                self._catalog.journal_chunk(self._upload_id, meta.chunk_hash, locator)
+                self._uploads.journal_chunk(self._upload_id, meta.chunk_hash, locator)
         except BaseException as exc:
             mine.set_exception(exc)
             raise

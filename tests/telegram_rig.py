@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from davfs.config import TelegramSettings
 from davfs.stores import telegram_accounts
+from davfs.stores.settings import TelegramSettings
 from davfs.stores.telegram import TelegramStore
 from davfs.stores.telegram_accounts import SESSION_FOLDER, SessionFile, open_telegram_store
-from tests.telegram_fake import (
+from davfs.testing.telegram_fake import (
     DEFAULT_API_HASH,
     DEFAULT_API_ID,
     FakeAccount,

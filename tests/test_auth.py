@@ -67,7 +67,7 @@ def test_wrong_credentials_are_401_and_change_nothing(secured):
         r = requests.get(secured.url + "f.txt", headers={"Authorization": garbage}, timeout=10)
         assert r.status_code == 401, garbage
     assert requests.get(secured.url + "f.txt", auth=ALICE, timeout=10).content == b"original"
-    assert secured.app.catalog.resolve(["new.txt"]) is None
+    assert secured.app.drive.catalog.tree.resolve(["new.txt"]) is None
 
 
 def test_basic_is_accepted_when_a_client_sends_it_unasked(secured):
@@ -102,9 +102,9 @@ def test_a_read_only_user_reads_but_every_write_method_is_403(secured):
         r = requests.request(method, url, headers=headers, data=body, auth=READER, timeout=10)
         assert r.status_code == 403, (method, url, r.status_code)
     assert requests.get(here, auth=ALICE, timeout=10).content == b"keep me"
-    catalog = secured.app.catalog
-    assert {node.name for node in catalog.children(catalog.resolve([]).id)} == {"f.txt", "dir"}
-    assert catalog.dead_props(catalog.resolve(["f.txt"]).id) == {}
+    catalog = secured.app.drive.catalog
+    assert {node.name for node in catalog.tree.children(catalog.tree.resolve([]).id)} == {"f.txt", "dir"}
+    assert catalog.tree.dead_props(catalog.tree.resolve(["f.txt"]).id) == {}
 
 
 def test_an_anonymous_upload_is_refused_and_the_server_keeps_serving(secured):
@@ -114,7 +114,7 @@ def test_an_anonymous_upload_is_refused_and_the_server_keeps_serving(secured):
         assert r.status_code == 401
     except requests.ConnectionError:
         pass  # the server may close instead of reading 8 MiB nobody may store
-    assert secured.app.catalog.resolve(["big.bin"]) is None
+    assert secured.app.drive.catalog.tree.resolve(["big.bin"]) is None
     assert requests.put(secured.url + "ok.txt", data=b"ok", auth=ALICE, timeout=10).status_code == 201
 
 
@@ -196,8 +196,11 @@ def test_the_first_start_makes_up_a_user_and_prints_how_to_connect(server_proces
     assert credentials.stat().st_mode & 0o777 == 0o600
     first.stop()
     out = first.log()
-    password = re.search(r"password: (\S+)", out).group(1)
-    user = re.search(r"user: +(\S+)", out).group(1)
+    password_match = re.search(r"password: (\S+)", out)
+    user_match = re.search(r"user: +(\S+)", out)
+    assert password_match is not None and user_match is not None
+    password = password_match.group(1)
+    user = user_match.group(1)
     assert f"net use Z: {first.url} /user:{user} {password}" in out
     assert "mount_webdav" in out and "rclone config create" in out
     assert password in credentials.read_text()
@@ -212,7 +215,9 @@ def test_hash_password_prints_a_hash_the_server_accepts(start_server, tmp_path):
     result = _run(tmp_path, "hash-password", "erin", stdin="s3cret\ns3cret\n")
     assert result.returncode == 0, result.stderr
     assert "s3cret" not in result.stdout
-    digest = re.search(r"password_hash: ([0-9a-f]{32})", result.stdout).group(1)
+    match = re.search(r"password_hash: ([0-9a-f]{32})", result.stdout)
+    assert match is not None
+    digest = match.group(1)
     server = start_server(users={"erin": {"password_hash": digest}})
     auth = HTTPDigestAuth("erin", "s3cret")
     assert requests.put(server.url + "e.txt", data=b"e", auth=auth, timeout=10).status_code == 201

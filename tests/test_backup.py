@@ -49,7 +49,7 @@ def populated(
 def everything(catalog: Catalog) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, comparable."""
     tables: dict[str, list[tuple[Any, ...]]] = {}
-    for table, row in catalog.dump_rows():
+    for table, row in catalog.dump.rows():
         tables.setdefault(table, []).append(
             tuple(sorted((k, bytes(v) if isinstance(v, memoryview) else v) for k, v in row.items()))
         )
@@ -57,14 +57,14 @@ def everything(catalog: Catalog) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def tree(catalog: Catalog) -> dict[str, tuple[bool, int, str | None]]:
-    return {path: (node.is_dir, node.size, node.etag) for path, node in catalog.walk()}
+    return {path: (node.is_dir, node.size, node.etag) for path, node in catalog.tree.walk()}
 
 
 def test_backup_then_lose_the_catalog_then_restore_gives_the_identical_catalog(
     start_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     server, files = populated(start_server)
-    catalog, store = server.app.catalog, server.app.store
+    catalog, store = server.app.drive.catalog, server.app.drive.store
     made = backup_catalog(catalog, store, part_size=512)  # several parts
     assert len(made.parts) > 1 and made.rows > 10
     before = everything(catalog)
@@ -91,7 +91,7 @@ def test_recover_from_the_store_alone_gives_the_same_paths_sizes_and_hashes(
     start_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     server, _ = populated(start_server)
-    expected = tree(server.app.catalog)
+    expected = tree(server.app.drive.catalog)
     server.stop()  # flushes the last manifest
     data_dir = server.config.data_dir
     (data_dir / "catalog.sqlite").unlink()
@@ -107,16 +107,16 @@ def test_a_damaged_part_stops_the_restore_before_any_row_is_written(
     start_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     server, _ = populated(start_server)
-    made = backup_catalog(server.app.catalog, server.app.store, part_size=512)
-    _, locator, _ = made.parts[1]
+    made = backup_catalog(server.app.drive.catalog, server.app.drive.store, part_size=512)
+    locator = made.parts[1].locator
     chunk = next((server.config.data_dir / "store" / "chunks").glob(f"*/{locator}.chunk"))
     damaged = bytearray(chunk.read_bytes())
     damaged[10] ^= 0xFF
     chunk.write_bytes(bytes(damaged))
     fresh = Catalog(f"sqlite:///{tmp_path / 'restored.sqlite'}")
     with pytest.raises(CatalogError, match="damaged"):
-        restore_catalog(fresh, server.app.store, made)
-    assert fresh.is_empty()
+        restore_catalog(fresh, server.app.drive.store, made)
+    assert fresh.tree.is_empty()
     fresh.close()
 
 
@@ -124,7 +124,7 @@ def test_restore_refuses_to_overwrite_without_force(
     start_server: Callable[..., RunningServer], capsys: pytest.CaptureFixture[str]
 ) -> None:
     server, files = populated(start_server)
-    expected = tree(server.app.catalog)
+    expected = tree(server.app.drive.catalog)
     server.stop()
     data_dir = server.config.data_dir
     args = ["-c", os.devnull, "-d", str(data_dir)]
@@ -132,7 +132,9 @@ def test_restore_refuses_to_overwrite_without_force(
     assert "backed up:" in capsys.readouterr().out
     # the catalog changes after the backup, then someone restores over it
     catalog = Catalog(f"sqlite:///{data_dir / 'catalog.sqlite'}")
-    catalog.delete(catalog.resolve(["copy.bin"]), recursive=False)
+    copied = catalog.tree.resolve(["copy.bin"])
+    assert copied is not None
+    catalog.tree.delete(copied, recursive=False)
     catalog.close()
     assert cli_main([*args, "restore"]) != 0
     assert "--force" in capsys.readouterr().err
@@ -154,16 +156,16 @@ def test_newer_changes_after_a_restore_do_not_reuse_manifest_numbers(
     """After a restore, the store may hold manifests newer than the backup; new changes
     must be numbered after them, or a later recover would drop them as duplicates."""
     server, _ = populated(start_server)
-    made = backup_catalog(server.app.catalog, server.app.store, part_size=MiB)
+    made = backup_catalog(server.app.drive.catalog, server.app.drive.store, part_size=MiB)
     requests.put(server.url + "after-backup.txt", data=b"x").raise_for_status()
-    server.app.manifests.flush()
-    newest = server.app.catalog.last_seq()
+    server.app.drive.manifests.flush()
+    newest = server.app.drive.catalog.oplog.last_seq()
     server.stop()
     data_dir = server.config.data_dir
     args = ["-c", os.devnull, "-d", str(data_dir)]
     assert cli_main([*args, "restore", "--force", made.locator]) == 0
     catalog = Catalog(f"sqlite:///{data_dir / 'catalog.sqlite'}")
-    assert catalog.last_seq() >= newest
+    assert catalog.oplog.last_seq() >= newest
     catalog.close()
 
 
@@ -172,7 +174,7 @@ def test_backups_are_pruned_scheduled_and_never_collected(
 ) -> None:
     server = start_server(chunk_size="1MiB", gc_interval=0, backup_interval=1, backup_keep=2)
     requests.put(server.url + "f", data=b"x").raise_for_status()
-    store = server.app.store
+    store = server.app.drive.store
     deadline = time.monotonic() + 20
     while len(list_backups(store)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -184,26 +186,26 @@ def test_backups_are_pruned_scheduled_and_never_collected(
     deleted = prune_backups(store, keep=2)
     kept = list_backups(store)
     assert len(kept) == 2 and deleted and all(d.created <= kept[0].created for d in deleted)
-    parts = {loc for b in kept for _, loc, _ in b.parts} | {b.locator for b in kept}
+    parts = {loc for b in kept for loc in (p.locator for p in b.parts)} | {b.locator for b in kept}
     collect_garbage(catalog, store, grace=0)
     catalog.close()
     remaining = {loc for loc, _ in store.iter_chunks()}
     assert parts <= remaining  # gc leaves backups alone
-    assert not {loc for d in deleted for _, loc, _ in d.parts} & remaining
+    assert not {loc for d in deleted for loc in (p.locator for p in d.parts)} & remaining
 
 
 def test_a_sqlite_backup_restores_into_postgresql_and_back(
     start_server: Callable[..., RunningServer], postgres_url: str, tmp_path: Path
 ) -> None:
     server, files = populated(start_server)
-    made = backup_catalog(server.app.catalog, server.app.store, part_size=MiB)
-    before = everything(server.app.catalog)
+    made = backup_catalog(server.app.drive.catalog, server.app.drive.store, part_size=MiB)
+    before = everything(server.app.drive.catalog)
     pg = Catalog(postgres_url)
-    restore_catalog(pg, server.app.store, made)
-    assert tree(pg) == tree(server.app.catalog)
-    from_pg = backup_catalog(pg, server.app.store, part_size=MiB)
+    restore_catalog(pg, server.app.drive.store, made)
+    assert tree(pg) == tree(server.app.drive.catalog)
+    from_pg = backup_catalog(pg, server.app.drive.store, part_size=MiB)
     pg.close()
     back = Catalog(f"sqlite:///{tmp_path / 'back.sqlite'}")
-    restore_catalog(back, server.app.store, from_pg)
+    restore_catalog(back, server.app.drive.store, from_pg)
     assert everything(back) == before
     back.close()

@@ -8,7 +8,8 @@ import hashlib
 import pytest
 from sqlalchemy import select, update
 
-from davfs.catalog import ABSENT, ROOT_ID, Catalog, StoredChunk, schema
+from davfs.catalog import ABSENT, ROOT_ID, Catalog, schema
+from davfs.chunk import ChunkMeta, ChunkRef
 from davfs.errors import AlreadyExists, CatalogError, FolderNotEmpty, NotAFolder, NotFound, PreconditionFailed
 from tests.services import fresh_postgres_database
 
@@ -27,23 +28,23 @@ def catalog(request, tmp_path):
     cat.close()
 
 
-def stored(content: bytes, block_size: int = 4) -> StoredChunk:
+def stored(content: bytes, block_size: int = 4) -> ChunkRef:
     digests = b"".join(
         hashlib.sha256(content[i : i + block_size]).digest() for i in range(0, len(content), block_size)
     )
     chunk_hash = hashlib.sha256(content).hexdigest()
-    return StoredChunk(chunk_hash, f"loc-{chunk_hash[:8]}", len(content), block_size, digests)
+    return ChunkRef(f"loc-{chunk_hash[:8]}", ChunkMeta(chunk_hash, len(content), block_size, digests))
 
 
 def put(catalog: Catalog, parent: int, name: str, *parts: bytes, mtime=None):
     chunks = [stored(p) for p in parts]
-    return catalog.commit_file(
+    return catalog.uploads.commit(
         parent, name, upload_id=None, stored=chunks, size=sum(len(p) for p in parts), mtime=mtime
     )
 
 
-def refcount(catalog: Catalog, content: bytes) -> int:
-    with catalog.engine.connect() as conn:
+def refcount(catalog: Catalog, content: bytes) -> int | None:
+    with catalog.db.engine.connect() as conn:
         return conn.scalar(
             select(schema.chunks.c.refcount).where(
                 schema.chunks.c.chunk_hash == hashlib.sha256(content).hexdigest()
@@ -52,28 +53,29 @@ def refcount(catalog: Catalog, content: bytes) -> int:
 
 
 def test_root_exists_and_schema_is_recorded(catalog):
-    root = catalog.resolve([])
+    root = catalog.tree.resolve([])
     assert root.id == ROOT_ID and root.is_dir
-    assert catalog.schema_version() == schema.SCHEMA_VERSION
+    assert catalog.db.schema_version() == schema.SCHEMA_VERSION
 
 
 def test_reopening_keeps_everything(tmp_path):
     url = f"sqlite:///{tmp_path}/c.sqlite"
     first = Catalog(url)
-    docs = first.mkdir(ROOT_ID, "docs")
+    docs = first.tree.mkdir(ROOT_ID, "docs")
     put(first, docs.id, "a.txt", b"hello")
     first.close()
     again = Catalog(url)
-    node = again.resolve(["docs", "a.txt"])
+    node = again.tree.resolve(["docs", "a.txt"])
+    assert node is not None and node.version_id is not None
     assert node.size == 5
-    assert again.snapshot(node.version_id, "/docs/a.txt").size == 5
+    assert again.tree.snapshot(node.version_id, "/docs/a.txt").size == 5
 
 
 def test_newer_schema_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path}/c.sqlite"
     Catalog(url).close()
     cat = Catalog(url)
-    with cat.engine.begin() as conn:
+    with cat.db.engine.begin() as conn:
         conn.execute(update(schema.meta).values(value=str(schema.SCHEMA_VERSION + 1)))
     cat.close()
     with pytest.raises(CatalogError, match="newer"):
@@ -81,21 +83,21 @@ def test_newer_schema_is_refused(tmp_path):
 
 
 def test_tree_names_are_unique_per_folder_and_case_preserving(catalog):
-    a = catalog.mkdir(ROOT_ID, "Photos")
-    catalog.mkdir(ROOT_ID, "photos")
+    a = catalog.tree.mkdir(ROOT_ID, "Photos")
+    catalog.tree.mkdir(ROOT_ID, "photos")
     with pytest.raises(AlreadyExists):
-        catalog.mkdir(ROOT_ID, "Photos")
-    catalog.mkdir(a.id, "Photos")  # same name in another folder is fine
-    assert [n.name for n in catalog.children(ROOT_ID)] == ["Photos", "photos"]
-    assert catalog.resolve(["Photos", "Photos"]).parent_id == a.id
-    assert catalog.resolve(["PHOTOS"]) is None
+        catalog.tree.mkdir(ROOT_ID, "Photos")
+    catalog.tree.mkdir(a.id, "Photos")  # same name in another folder is fine
+    assert [n.name for n in catalog.tree.children(ROOT_ID)] == ["Photos", "photos"]
+    assert catalog.tree.resolve(["Photos", "Photos"]).parent_id == a.id
+    assert catalog.tree.resolve(["PHOTOS"]) is None
 
 
 def test_files_cannot_have_members(catalog):
     node, _ = put(catalog, ROOT_ID, "f", b"data")
     with pytest.raises(NotAFolder):
-        catalog.mkdir(node.id, "x")
-    assert catalog.resolve(["f", "x"]) is None
+        catalog.tree.mkdir(node.id, "x")
+    assert catalog.tree.resolve(["f", "x"]) is None
 
 
 def test_commit_creates_then_replaces_and_retires_the_old_version(catalog):
@@ -106,9 +108,9 @@ def test_commit_creates_then_replaces_and_retires_the_old_version(catalog):
     assert second.etag != first.etag
     assert second.created == first.created
     # A download that snapshotted the old version can still get it.
-    old = catalog.snapshot(first.version_id, "/f")
+    old = catalog.tree.snapshot(first.version_id, "/f")
     assert old.size == 11 and old.extents[0].chunk.chunk_hash == hashlib.sha256(b"old content").hexdigest()
-    assert catalog.resolve(["f"]).version_id == second.version_id
+    assert catalog.tree.resolve(["f"]).version_id == second.version_id
 
 
 def test_etag_depends_on_content_only(catalog):
@@ -120,11 +122,11 @@ def test_etag_depends_on_content_only(catalog):
 
 def test_snapshot_lists_extents_in_order_with_block_hashes(catalog):
     node, _ = put(catalog, ROOT_ID, "f", b"0123456789", b"abcdef", b"0123456789")
-    snap = catalog.snapshot(node.version_id, "/f")
+    snap = catalog.tree.snapshot(node.version_id, "/f")
     assert [e.length for e in snap.extents] == [10, 6, 10]
     assert snap.extents[0].chunk == snap.extents[2].chunk
-    assert snap.extents[0].chunk.block_count() == 3
-    assert snap.extents[0].chunk.block_digest(1) == hashlib.sha256(b"4567").digest()
+    assert snap.extents[0].chunk.meta.block_count() == 3
+    assert snap.extents[0].chunk.meta.block_digest(1) == hashlib.sha256(b"4567").digest()
     assert refcount(catalog, b"0123456789") == 2
 
 
@@ -132,58 +134,58 @@ def test_dedup_and_copy_share_chunks_by_reference_count(catalog):
     put(catalog, ROOT_ID, "a", b"shared")
     put(catalog, ROOT_ID, "b", b"shared")
     assert refcount(catalog, b"shared") == 2
-    a = catalog.resolve(["a"])
-    copy = catalog.copy_node(a.id, ROOT_ID, "c")
+    a = catalog.tree.resolve(["a"])
+    copy = catalog.tree.copy_node(a.id, ROOT_ID, "c")
     assert refcount(catalog, b"shared") == 3
     assert copy.etag == a.etag and copy.size == 6
-    assert catalog.snapshot(catalog.resolve(["c"]).version_id, "/c").size == 6
+    assert catalog.tree.snapshot(catalog.tree.resolve(["c"]).version_id, "/c").size == 6
 
 
 def test_copy_replaces_an_existing_file_and_copies_dead_props(catalog):
     a, _ = put(catalog, ROOT_ID, "a", b"aaa")
     b, _ = put(catalog, ROOT_ID, "b", b"bbbb")
-    catalog.set_dead_prop(a.id, "{x:}color", "<color xmlns='x:'>red</color>")
-    catalog.set_dead_prop(b.id, "{x:}stale", "<stale xmlns='x:'/>")
-    catalog.copy_node(a.id, ROOT_ID, "b")
-    b2 = catalog.resolve(["b"])
+    catalog.tree.set_dead_props(a.id, {"{x:}color": "<color xmlns='x:'>red</color>"})
+    catalog.tree.set_dead_props(b.id, {"{x:}stale": "<stale xmlns='x:'/>"})
+    catalog.tree.copy_node(a.id, ROOT_ID, "b")
+    b2 = catalog.tree.resolve(["b"])
     assert b2.id == b.id and b2.size == 3 and b2.etag == a.etag
-    assert set(catalog.dead_props(b.id)) == {"{x:}color"}
+    assert set(catalog.tree.dead_props(b.id)) == {"{x:}color"}
     with pytest.raises(AlreadyExists):
-        catalog.copy_node(a.id, ROOT_ID, catalog.mkdir(ROOT_ID, "dir").name)
+        catalog.tree.copy_node(a.id, ROOT_ID, catalog.tree.mkdir(ROOT_ID, "dir").name)
 
 
 def test_dead_props_follow_move_and_go_with_delete(catalog):
-    d = catalog.mkdir(ROOT_ID, "d")
+    d = catalog.tree.mkdir(ROOT_ID, "d")
     f, _ = put(catalog, d.id, "f", b"x")
-    catalog.set_dead_prop(f.id, "{x:}a", "<a xmlns='x:'>1</a>")
-    catalog.set_dead_prop(f.id, "{x:}b", "<b xmlns='x:'>2</b>")
-    catalog.set_dead_prop(f.id, "{x:}b", None)
-    assert catalog.children_dead_props(d.id) == {f.id: {"{x:}a": "<a xmlns='x:'>1</a>"}}
-    e = catalog.mkdir(ROOT_ID, "e")
-    catalog.move(f.id, e.id, "g")
-    assert catalog.resolve(["e", "g"]).id == f.id
-    assert catalog.dead_props(f.id) == {"{x:}a": "<a xmlns='x:'>1</a>"}
-    catalog.delete(e, recursive=True)
-    assert catalog.dead_props(f.id) == {}
-    assert catalog.resolve(["e"]) is None
+    catalog.tree.set_dead_props(f.id, {"{x:}a": "<a xmlns='x:'>1</a>"})
+    catalog.tree.set_dead_props(f.id, {"{x:}b": "<b xmlns='x:'>2</b>"})
+    catalog.tree.set_dead_props(f.id, {"{x:}b": None})
+    assert catalog.tree.children_dead_props(d.id) == {f.id: {"{x:}a": "<a xmlns='x:'>1</a>"}}
+    e = catalog.tree.mkdir(ROOT_ID, "e")
+    catalog.tree.move(f.id, e.id, "g")
+    assert catalog.tree.resolve(["e", "g"]).id == f.id
+    assert catalog.tree.dead_props(f.id) == {"{x:}a": "<a xmlns='x:'>1</a>"}
+    catalog.tree.delete(e, recursive=True)
+    assert catalog.tree.dead_props(f.id) == {}
+    assert catalog.tree.resolve(["e"]) is None
 
 
 def test_delete_checks_the_node_is_still_there_and_empty_unless_recursive(catalog):
-    d = catalog.mkdir(ROOT_ID, "d")
+    d = catalog.tree.mkdir(ROOT_ID, "d")
     f, _ = put(catalog, d.id, "f", b"x")
     with pytest.raises(FolderNotEmpty):
-        catalog.delete(d, recursive=False)
-    catalog.move(f.id, ROOT_ID, "moved")
+        catalog.tree.delete(d, recursive=False)
+    catalog.tree.move(f.id, ROOT_ID, "moved")
     with pytest.raises(NotFound):
-        catalog.delete(f, recursive=False)  # stale: it moved meanwhile
-    assert catalog.resolve(["moved"]).id == f.id
-    catalog.delete(d, recursive=False)
-    assert catalog.resolve(["d"]) is None
+        catalog.tree.delete(f, recursive=False)  # stale: it moved meanwhile
+    assert catalog.tree.resolve(["moved"]).id == f.id
+    catalog.tree.delete(d, recursive=False)
+    assert catalog.tree.resolve(["d"]) is None
 
 
 def test_conditional_commits(catalog):
     first, _ = put(catalog, ROOT_ID, "f", b"one")
-    second, _ = catalog.commit_file(
+    second, _ = catalog.uploads.commit(
         ROOT_ID,
         "f",
         upload_id=None,
@@ -193,7 +195,7 @@ def test_conditional_commits(catalog):
         expect_version=first.version_id,
     )
     with pytest.raises(PreconditionFailed):  # still expects the first version
-        catalog.commit_file(
+        catalog.uploads.commit(
             ROOT_ID,
             "f",
             upload_id=None,
@@ -203,11 +205,11 @@ def test_conditional_commits(catalog):
             expect_version=first.version_id,
         )
     with pytest.raises(PreconditionFailed):
-        catalog.commit_file(
+        catalog.uploads.commit(
             ROOT_ID, "f", upload_id=None, stored=[], size=0, mtime=None, expect_version=ABSENT
         )
-    assert catalog.resolve(["f"]).version_id == second.version_id
-    new, created = catalog.commit_file(
+    assert catalog.tree.resolve(["f"]).version_id == second.version_id
+    new, created = catalog.uploads.commit(
         ROOT_ID, "g", upload_id=None, stored=[], size=0, mtime=None, expect_version=ABSENT
     )
     assert created and new.size == 0
@@ -216,54 +218,54 @@ def test_conditional_commits(catalog):
 def test_an_empty_file_never_replaces_an_existing_one(catalog):
     put(catalog, ROOT_ID, "f", b"content")
     with pytest.raises(PreconditionFailed):
-        catalog.create_empty_file(ROOT_ID, "f")
-    assert catalog.resolve(["f"]).size == 7
+        catalog.tree.create_empty_file(ROOT_ID, "f")
+    assert catalog.tree.resolve(["f"]).size == 7
 
 
 def test_move_refuses_cycles_and_replaces_what_is_at_the_destination(catalog):
-    a = catalog.mkdir(ROOT_ID, "a")
-    b = catalog.mkdir(a.id, "b")
+    a = catalog.tree.mkdir(ROOT_ID, "a")
+    b = catalog.tree.mkdir(a.id, "b")
     with pytest.raises(CatalogError):
-        catalog.move(a.id, b.id, "a")
-    c = catalog.mkdir(ROOT_ID, "c")
+        catalog.tree.move(a.id, b.id, "a")
+    c = catalog.tree.mkdir(ROOT_ID, "c")
     put(catalog, c.id, "inside", b"replaced with its folder")
-    catalog.move(a.id, ROOT_ID, "c")  # one transaction: the old c and its file go
-    assert catalog.resolve(["c", "b"]).id == b.id
-    assert catalog.resolve(["c", "inside"]) is None
+    catalog.tree.move(a.id, ROOT_ID, "c")  # one transaction: the old c and its file go
+    assert catalog.tree.resolve(["c", "b"]).id == b.id
+    assert catalog.tree.resolve(["c", "inside"]) is None
     assert refcount(catalog, b"replaced with its folder") == 1  # retired, kept until gc
-    catalog.move(a.id, ROOT_ID, "A")  # case-only rename
-    assert catalog.resolve(["A", "b"]).id == b.id
+    catalog.tree.move(a.id, ROOT_ID, "A")  # case-only rename
+    assert catalog.tree.resolve(["A", "b"]).id == b.id
 
 
 def test_recursive_delete_removes_the_subtree_and_retires_versions(catalog):
-    top = catalog.mkdir(ROOT_ID, "top")
+    top = catalog.tree.mkdir(ROOT_ID, "top")
     parent = top
     for depth in range(5):
-        parent = catalog.mkdir(parent.id, f"level{depth}")
+        parent = catalog.tree.mkdir(parent.id, f"level{depth}")
         for i in range(3):
             put(catalog, parent.id, f"f{i}", f"{depth}-{i}".encode())
     kept, _ = put(catalog, ROOT_ID, "kept", b"0-0")
-    catalog.delete(top, recursive=True)
-    assert [n.name for n in catalog.children(ROOT_ID)] == ["kept"]
-    assert [p for p, _ in catalog.walk()] == ["/kept"]
+    catalog.tree.delete(top, recursive=True)
+    assert [n.name for n in catalog.tree.children(ROOT_ID)] == ["kept"]
+    assert [p for p, _ in catalog.tree.walk()] == ["/kept"]
     # retired, not released: the chunk is still referenced until gc
     assert refcount(catalog, b"0-0") == 2
-    with catalog.engine.connect() as conn:
+    with catalog.db.engine.connect() as conn:
         live = conn.scalar(select(schema.versions.c.id).where(schema.versions.c.retired.is_(None)))
     assert live == kept.version_id
     with pytest.raises(CatalogError):
-        catalog.delete(catalog.resolve([]), recursive=True)
+        catalog.tree.delete(catalog.tree.resolve([]), recursive=True)
 
 
 def test_upload_journal_and_abort(catalog):
-    upload = catalog.begin_upload("/big")
+    upload = catalog.uploads.begin("/big")
     part = stored(b"part one")
-    catalog.journal_chunk(upload, part.chunk_hash, part.locator)
-    catalog.journal_chunk(upload, part.chunk_hash, part.locator)
-    with catalog.engine.connect() as conn:
+    catalog.uploads.journal_chunk(upload, part.chunk_hash, part.locator)
+    catalog.uploads.journal_chunk(upload, part.chunk_hash, part.locator)
+    with catalog.db.engine.connect() as conn:
         assert conn.scalar(select(schema.upload_chunks.c.locator)) == part.locator
-    catalog.abort_upload(upload, [part])
-    with catalog.engine.connect() as conn:
+    catalog.uploads.abort(upload, [part])
+    with catalog.db.engine.connect() as conn:
         assert conn.execute(select(schema.uploads)).first() is None
         row = conn.execute(select(schema.chunks).where(schema.chunks.c.chunk_hash == part.chunk_hash)).first()
     assert row.refcount == 0 and row.unreferenced_since is not None
@@ -273,43 +275,43 @@ def test_upload_journal_and_abort(catalog):
 
 
 def test_commit_clears_the_journal(catalog):
-    upload = catalog.begin_upload("/f")
+    upload = catalog.uploads.begin("/f")
     part = stored(b"abc")
-    catalog.journal_chunk(upload, part.chunk_hash, part.locator)
-    catalog.commit_file(ROOT_ID, "f", upload_id=upload, stored=[part], size=3, mtime=None)
-    with catalog.engine.connect() as conn:
+    catalog.uploads.journal_chunk(upload, part.chunk_hash, part.locator)
+    catalog.uploads.commit(ROOT_ID, "f", upload_id=upload, stored=[part], size=3, mtime=None)
+    with catalog.db.engine.connect() as conn:
         assert conn.execute(select(schema.upload_chunks)).first() is None
 
 
 def test_commit_checks_sizes_and_targets(catalog):
     with pytest.raises(CatalogError):
-        catalog.commit_file(ROOT_ID, "f", upload_id=None, stored=[stored(b"abc")], size=4, mtime=None)
-    catalog.mkdir(ROOT_ID, "dir")
+        catalog.uploads.commit(ROOT_ID, "f", upload_id=None, stored=[stored(b"abc")], size=4, mtime=None)
+    catalog.tree.mkdir(ROOT_ID, "dir")
     with pytest.raises(AlreadyExists):
         put(catalog, ROOT_ID, "dir", b"x")
     with pytest.raises(NotFound):
         put(catalog, 9999, "f", b"x")
-    assert catalog.resolve(["f"]) is None
+    assert catalog.tree.resolve(["f"]) is None
 
 
 def test_used_bytes_counts_current_files(catalog):
     put(catalog, ROOT_ID, "a", b"12345")
     put(catalog, ROOT_ID, "a", b"123")
     put(catalog, ROOT_ID, "b", b"1234567")
-    assert catalog.used_bytes() == 10
+    assert catalog.tree.used_bytes() == 10
 
 
 def test_empty_file(catalog):
-    node = catalog.create_empty_file(ROOT_ID, "empty")
+    node = catalog.tree.create_empty_file(ROOT_ID, "empty")
     assert node.size == 0 and node.etag
-    snap = catalog.snapshot(node.version_id, "/empty")
+    snap = catalog.tree.snapshot(node.version_id, "/empty")
     assert snap.size == 0 and snap.extents == ()
 
 
 def test_move_of_a_node_deleted_meanwhile_changes_nothing(catalog):
     put(catalog, ROOT_ID, "dest", b"precious")
     gone, _ = put(catalog, ROOT_ID, "src", b"x")
-    catalog.delete(gone, recursive=False)
+    catalog.tree.delete(gone, recursive=False)
     with pytest.raises(NotFound):
-        catalog.move(gone.id, ROOT_ID, "dest")
-    assert catalog.resolve(["dest"]).size == len(b"precious")
+        catalog.tree.move(gone.id, ROOT_ID, "dest")
+    assert catalog.tree.resolve(["dest"]).size == len(b"precious")

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from davfs.cli import main
+from davfs.cli import OS_ERROR, main
+from davfs.errors import DavfsError, NotAFile, NotFound
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,12 +41,29 @@ def test_files_put_by_the_cli_are_served(tmp_path, start_server, http):
     assert http.get(server.url + "renamed.txt").content == b"from the cli"
 
 
-def test_errors_are_one_line_and_nonzero(tmp_path, capsys):
-    assert run(tmp_path, "get", "/missing.txt", str(tmp_path / "x")) != 0
+def test_errors_are_one_line_with_their_own_exit_code(tmp_path, capsys):
+    assert run(tmp_path, "get", "/missing.txt", str(tmp_path / "x")) == NotFound.exit_code
     err = capsys.readouterr().err
     assert "/missing.txt does not exist" in err and "Traceback" not in err
-    assert run(tmp_path, "put", str(tmp_path / "nope"), "/x") == 1
-    assert run(tmp_path, "ls", "/nowhere") != 0
+    assert run(tmp_path, "put", str(tmp_path / "nope"), "/x") == OS_ERROR
+    assert run(tmp_path, "ls", "/nowhere") == NotFound.exit_code
+    assert run(tmp_path, "get", "/", str(tmp_path / "x")) == NotAFile.exit_code
+
+
+def test_every_error_class_has_its_own_exit_code_listed_in_the_readme():
+    classes = [DavfsError, *_subclasses(DavfsError)]
+    codes = [cls.exit_code for cls in classes]
+    assert len(set(codes)) == len(codes), "two error classes share an exit code"
+    assert OS_ERROR not in codes and 0 not in codes and 1 not in codes
+    readme = (REPO / "README.md").read_text()
+    for cls in classes:
+        assert f"| {cls.exit_code} | `{cls.__name__}` |" in readme, cls.__name__
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
 
 
 def test_console_script_entry_point(tmp_path):
@@ -80,5 +98,5 @@ def test_sigterm_shuts_the_server_down_in_order(server_process, tmp_path):
     proc.process.terminate()
     assert proc.process.wait(timeout=30) == 0, proc.log()
     catalog = Catalog(f"sqlite:///{tmp_path / 'data' / 'catalog.sqlite'}")
-    assert catalog.pending_log(10) == []  # every change is in a manifest in the store
+    assert catalog.oplog.pending(10) == []  # every change is in a manifest in the store
     catalog.close()

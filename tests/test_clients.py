@@ -148,7 +148,9 @@ class Dav:
             auth = HTTPBasicAuth(*auth)
         request = requests.Request(method, self.url.rstrip("/") + path).prepare()
         auth(request)
-        return {"Authorization": request.headers["Authorization"]}
+        authorization = request.headers["Authorization"]
+        assert isinstance(authorization, str)
+        return {"Authorization": authorization}
 
     def connect(self) -> socket.socket:
         """A new connection to the server (TLS for https; test certificates are self-signed)."""

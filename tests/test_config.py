@@ -222,8 +222,9 @@ def test_bad_telegram_settings_name_their_key(tmp_path, telegram, key):
 
 
 def test_telegram_without_a_login_says_what_to_do(tmp_path):
-    from davfs.stores import open_configured_store
+    from davfs.stores import open_store
 
     text = f"davfs:\n  store: telegram\n  data_dir: {tmp_path / 'data'}\n  telegram:\n    api_id: 1\n    api_hash: {HASH}\n"
     with pytest.raises(ConfigError, match="davfs login"):
-        open_configured_store(load_config(write(tmp_path, text), environ={}))
+        config = load_config(write(tmp_path, text), environ={})
+        open_store(config.store, telegram=config.telegram, data_dir=config.data_dir)

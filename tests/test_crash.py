@@ -477,7 +477,7 @@ def unreferenced_data_chunks(data_dir: Path) -> set[str]:
     stored = {loc for loc, meta in LocalStore(data_dir / "store").iter_chunks() if meta.kind == "data"}
     catalog = Catalog(f"sqlite:///{data_dir}/catalog.sqlite")
     try:
-        referenced = {chunk.locator for chunk, _ in catalog.referenced_chunks()}
+        referenced = {chunk.locator for chunk, _ in catalog.fsck.referenced_chunks()}
     finally:
         catalog.close()
     return stored - referenced
@@ -619,12 +619,12 @@ def test_sigkill_during_a_stream_of_writes(server_process, tmp_path: Path) -> No
 PAUSED_SERVER = """
 import os, sys, time
 from pathlib import Path
-from davfs.catalog import Catalog
+from davfs.catalog.tree import Tree
 from davfs.cli import main
 
 marker = Path(os.environ["CRASH_MARKER"])
 name = os.environ["CRASH_PAUSE_AFTER_DELETING"]
-delete = Catalog.delete
+delete = Tree.delete
 
 def delete_then_pause(self, node, *, recursive):
     delete(self, node, recursive=recursive)
@@ -632,7 +632,7 @@ def delete_then_pause(self, node, *, recursive):
         marker.write_text(name)
         time.sleep(120)
 
-Catalog.delete = delete_then_pause
+Tree.delete = delete_then_pause
 sys.exit(main(["serve"]))
 """
 
@@ -693,7 +693,7 @@ def test_sigkill_inside_an_overwriting_move_or_copy(server_process, tmp_path: Pa
     the same transaction as the move or copy), it is simply answered and the kill comes
     after. (Found: wsgidav's ``_copy_or_move`` deletes an existing destination through
     ``DavfsFile.delete`` and only then calls ``move_recursive`` / ``copy_move_single``,
-    although ``Catalog.move`` and ``Catalog.copy_node`` can replace it themselves.)"""
+    although ``Tree.move`` and ``Tree.copy_node`` can replace it themselves.)"""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     marker = tmp_path / "paused"

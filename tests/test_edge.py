@@ -22,7 +22,7 @@ def test_health_answers_without_login_and_says_when_the_catalog_is_down(start_se
     def broken() -> int:
         raise RuntimeError("database is gone")
 
-    monkeypatch.setattr(server.app.catalog, "schema_version", broken)
+    monkeypatch.setattr(server.app.drive.catalog.db, "schema_version", broken)
     r = requests.get(server.url + ".davfs/health", timeout=10)
     assert r.status_code == 503 and r.json()["status"] == "unavailable"
     assert "database is gone" not in r.text  # no internals
@@ -36,7 +36,7 @@ def test_the_reserved_folder_is_not_part_of_the_share(start_server):
             method, server.url + path, data=b"x" if method == "PUT" else None, auth=auth, timeout=10
         )
         assert r.status_code == 404, (method, path, r.status_code)
-    assert server.app.catalog.resolve([".davfs"]) is None
+    assert server.app.drive.catalog.tree.resolve([".davfs"]) is None
     assert requests.put(server.url + ".davfsish", data=b"ok", auth=auth, timeout=10).status_code == 201
 
 

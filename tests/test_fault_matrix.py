@@ -242,11 +242,11 @@ def put(server: RunningServer, path: str, data: bytes) -> requests.Response:
 def chunk_problems(server: RunningServer) -> list[str]:
     """Invariant 4: the store's data chunks are exactly those the catalog references
     (manifests, which the catalog also references, are not gc's)."""
-    store = server.app.store
+    store = server.app.drive.store
     assert isinstance(store, FaultyStore)
     kinds = {locator: meta.kind for locator, meta in store.inner.iter_chunks()}
     data = {locator for locator, kind in kinds.items() if kind == "data"}
-    referenced = {chunk.locator for chunk, _ in server.app.catalog.referenced_chunks()}
+    referenced = {chunk.locator for chunk, _ in server.app.drive.catalog.fsck.referenced_chunks()}
     problems = []
     if data - referenced:
         problems.append(f"orphans left after gc: {catalog_rows(server, data - referenced)}")
@@ -258,7 +258,7 @@ def chunk_problems(server: RunningServer) -> list[str]:
 def catalog_rows(server: RunningServer, locators: set[str]) -> list[str]:
     """What the catalog says about chunks it should not have left in the store."""
     described = []
-    with server.app.catalog.engine.connect() as conn:
+    with server.app.drive.catalog.db.engine.connect() as conn:
         for locator in sorted(locators):
             row = conn.execute(select(chunks).where(chunks.c.locator == locator)).first()
             if row is None:
@@ -294,7 +294,7 @@ class GcLoop:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                collect_garbage(self._server.app.catalog, self._server.app.store, grace=0)
+                collect_garbage(self._server.app.drive.catalog, self._server.app.drive.store, grace=0)
             except DavfsError as exc:  # a store fault gc could not ride out; next run
                 self.store_errors.append(str(exc))
             except Exception as exc:  # noqa: BLE001 - anything else is a bug to report
@@ -340,7 +340,7 @@ def populate(server: RunningServer) -> None:
     assert requests.request("MKCOL", url(server, "/dir/"), timeout=TIMEOUT).status_code == 201
     assert put(server, "/collected.bin", COLLECTED).status_code == 201
     assert requests.delete(url(server, "/collected.bin"), timeout=TIMEOUT).status_code == 204
-    assert len(collect_garbage(server.app.catalog, server.app.store, grace=0).deleted) == 3
+    assert len(collect_garbage(server.app.drive.catalog, server.app.drive.store, grace=0).deleted) == 3
     assert put(server, "/junk.txt", GARBAGE[0]).status_code == 201
     assert put(server, "/gone.txt", GARBAGE[1]).status_code == 201
     for path, data in DRIVE.items():
@@ -504,7 +504,7 @@ def test_the_matrix_covers_every_fault_and_operation() -> None:
 def test_fault_matrix_cell(cell: Cell, faulty_server: Callable[..., RunningServer], template: Path) -> None:
     """One fault during one request while gc runs: the five invariants hold after it."""
     server = faulty_server(content_addressed=cell.op != "exists", copy_of=template)
-    store = server.app.store
+    store = server.app.drive.store
     assert isinstance(store, FaultyStore)
     assert propfind_files(server) == {path: len(data) for path, data in DRIVE.items()}
 
@@ -543,7 +543,7 @@ def test_fault_matrix_cell(cell: Cell, faulty_server: Callable[..., RunningServe
             )
 
     # 3. fsck --verify: clean, or exactly the damage a corrupting put left, by path.
-    report = fsck(server.app.catalog, store.inner, verify=True)
+    report = fsck(server.app.drive.catalog, store.inner, verify=True)
     if damaged_at_rest:
         named = {path for paths in report.damaged.values() for path in paths}
         if report.catalog or report.missing or named != {outcome.put_path}:
@@ -552,7 +552,7 @@ def test_fault_matrix_cell(cell: Cell, faulty_server: Callable[..., RunningServe
         problems.append(f"fsck --verify: {report.lines()}")
 
     # 4. After one more gc, the store holds exactly what the catalog references.
-    collect_garbage(server.app.catalog, store, grace=0)
+    collect_garbage(server.app.drive.catalog, store, grace=0)
     problems += chunk_problems(server)
 
     # 5. What gc deleted, and the cell's upload, can be stored again (and a re-upload of
@@ -572,7 +572,7 @@ def test_fault_matrix_cell(cell: Cell, faulty_server: Callable[..., RunningServe
                 f"re-upload of content {sha(data)} reads back {got.status}, {len(got.body)} bytes"
             )
     if damaged_at_rest:
-        healed = fsck(server.app.catalog, store.inner, verify=True)
+        healed = fsck(server.app.drive.catalog, store.inner, verify=True)
         if not healed.clean:
             problems.append(f"the re-upload did not repair the damage: {healed.lines()}")
 
@@ -690,7 +690,7 @@ def test_random_faults_under_concurrent_load(
     store either keeps one copy per hash (local) or is asked whether a known chunk
     still exists before an upload reuses it (Telegram), so every operation is used."""
     server = faulty_server(content_addressed=content_addressed)
-    store = server.app.store
+    store = server.app.drive.store
     assert isinstance(store, FaultyStore)
     pool = [payload(3 * KiB + 611 * n, 1000 + n) for n in range(5)] + [payload(BIG, 1005)]
     for index in range(CLIENTS):
@@ -735,10 +735,10 @@ def test_random_faults_under_concurrent_load(
         got = fetch(server, path)
         if not (got.status == 200 and got.complete and got.body == data):
             problems.append(f"{path}: GET gave {got.status} {len(got.body)} bytes, expected {len(data)}")
-    report = fsck(server.app.catalog, store.inner, verify=True)
+    report = fsck(server.app.drive.catalog, store.inner, verify=True)
     if not report.clean:
         problems.append(f"fsck --verify: {report.lines()}")
-    collect_garbage(server.app.catalog, store, grace=0)
+    collect_garbage(server.app.drive.catalog, store, grace=0)
     problems += chunk_problems(server)
     for index, data in enumerate(pool):
         response = put(server, f"/again-{index}.bin", data)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from davfs.chunk import ChunkMeta
 from davfs.cli import main as cli_main
-from davfs.stores.base import ChunkMeta
 from davfs.stores.local import LocalStore
 from davfs.stores.memory import MemoryStore
 from tests.conftest import MiB, RunningServer
@@ -24,9 +24,11 @@ def data_with_files(start_server: Callable[..., RunningServer]) -> tuple[Path, d
     first_chunks = {}
     for name, size in (("one.bin", 2 * MiB + 3), ("two.bin", 5000)):
         requests.put(running.url + name, data=os.urandom(size)).raise_for_status()
-        node = running.app.catalog.resolve([name])
+        node = running.app.drive.catalog.tree.resolve([name])
         assert node is not None and node.version_id is not None
-        first_chunks[name] = running.app.catalog.snapshot(node.version_id, name).extents[0].chunk.locator
+        first_chunks[name] = (
+            running.app.drive.catalog.tree.snapshot(node.version_id, name).extents[0].chunk.locator
+        )
     requests.request("COPY", running.url + "two.bin", headers={"Destination": running.url + "copy.bin"})
     running.stop()
     return running.config.data_dir, first_chunks
@@ -78,7 +80,7 @@ def test_a_wrong_reference_count_is_a_catalog_problem(
     from davfs.catalog import Catalog
 
     catalog = Catalog(f"sqlite:///{data_dir / 'catalog.sqlite'}")
-    with catalog.engine.begin() as conn:
+    with catalog.db.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE chunks SET refcount = refcount + 5")
     catalog.close()
     code, output = run_fsck(data_dir, capsys)
@@ -126,8 +128,9 @@ def test_uploading_the_same_content_again_heals_a_marked_chunk(
     running = start_server(chunk_size="1MiB")
     data = os.urandom(MiB + 10)
     requests.put(running.url + "f.bin", data=data).raise_for_status()
-    node = running.app.catalog.resolve(["f.bin"])
-    chunk = running.app.catalog.snapshot(node.version_id, "/f.bin").extents[0].chunk
+    node = running.app.drive.catalog.tree.resolve(["f.bin"])
+    assert node is not None and node.version_id is not None
+    chunk = running.app.drive.catalog.tree.snapshot(node.version_id, "/f.bin").extents[0].chunk
     running.stop()
     data_dir = running.config.data_dir
     LocalStore(str(data_dir / "store")).delete(chunk.locator)
@@ -165,19 +168,25 @@ def test_repair_points_a_broken_chunk_at_another_intact_copy(tmp_path: Path) -> 
     data = os.urandom(300_000)
     with ThreadPoolExecutor(2) as pool:
         writer = ChunkWriter(
-            UploadTarget(ROOT_ID, "f", "/f"), catalog, store, pool, expected_size=len(data), chunk_size=MiB
+            UploadTarget(ROOT_ID, "f", "/f"),
+            catalog.uploads,
+            store,
+            pool,
+            expected_size=len(data),
+            chunk_size=MiB,
         )
         writer.write(data)
         writer.close()
-    first = catalog.locator_of(ChunkMeta.of(data).chunk_hash)
+    first = catalog.uploads.locator_of(ChunkMeta.of(data).chunk_hash)
     second = store.put(data, ChunkMeta.of(data))  # e.g. a re-upload after a lost confirmation
     store.put(b"\0" * len(data), ChunkMeta.of(data))  # a damaged third copy is not used
+    assert first is not None
     store.delete(first)
     report = fsck(catalog, store, verify=True)
     assert list(report.missing) == [ChunkMeta.of(data).chunk_hash]
     repair(catalog, store, report)
     assert report.relocated == [ChunkMeta.of(data).chunk_hash] and not report.newly_marked
-    assert catalog.locator_of(ChunkMeta.of(data).chunk_hash) == second
+    assert catalog.uploads.locator_of(ChunkMeta.of(data).chunk_hash) == second
     assert fsck(catalog, store, verify=True).clean
     catalog.close()
 
@@ -223,8 +232,8 @@ def test_the_rate_limit_paces_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     from davfs import fsck as fsck_module
 
     clock = [100.0]
-    monkeypatch.setattr(fsck_module.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(fsck_module.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    monkeypatch.setattr("davfs.fsck.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("davfs.fsck.time.sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
     throttle = fsck_module._Throttle(2 * MiB)
     for _ in range(10):
         throttle.take(MiB)

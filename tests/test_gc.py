@@ -16,12 +16,13 @@ import pytest
 import requests
 
 from davfs.catalog import ROOT_ID, Catalog
+from davfs.chunk import ChunkMeta
 from davfs.cli import main as cli_main
 from davfs.errors import ChunkCollected
 from davfs.fsck import fsck
 from davfs.gc import collect_garbage
 from davfs.reader import ChunkReader
-from davfs.stores.base import ChunkMeta
+from davfs.stores.base import ChunkStore
 from davfs.stores.faulty import FaultPlan, FaultyStore
 from davfs.stores.local import LocalStore
 from davfs.writer import ChunkWriter, UploadTarget
@@ -39,10 +40,10 @@ def drive(tmp_path: Path):
     store.close()
 
 
-def upload(catalog: Catalog, store: LocalStore, name: str, data: bytes, **kwargs) -> ChunkWriter:
+def upload(catalog: Catalog, store: ChunkStore, name: str, data: bytes, **kwargs) -> ChunkWriter:
     writer = ChunkWriter(
         UploadTarget(ROOT_ID, name, f"/{name}"),
-        catalog,
+        catalog.uploads,
         store,
         EXECUTOR,
         expected_size=len(data),
@@ -53,10 +54,10 @@ def upload(catalog: Catalog, store: LocalStore, name: str, data: bytes, **kwargs
     return writer
 
 
-def read(catalog: Catalog, store: LocalStore, name: str) -> bytes:
-    node = catalog.resolve([name])
+def read(catalog: Catalog, store: ChunkStore, name: str) -> bytes:
+    node = catalog.tree.resolve([name])
     assert node is not None and node.version_id is not None
-    snapshot = catalog.snapshot(node.version_id, f"/{name}")
+    snapshot = catalog.tree.snapshot(node.version_id, f"/{name}")
     with ChunkReader(snapshot, store, EXECUTOR) as reader:
         return reader.read()
 
@@ -71,7 +72,7 @@ def test_replaced_and_deleted_files_lose_their_chunks_and_live_ones_keep_theirs(
     for name, data in (("keep", keep), ("f", old), ("gone", gone)):
         upload(catalog, store, name, data).close()
     upload(catalog, store, "f", b"new content").close()
-    catalog.delete(catalog.resolve(["gone"]), recursive=False)
+    catalog.tree.delete(catalog.tree.resolve(["gone"]), recursive=False)
     before = stored_locators(store)
 
     kept = collect_garbage(catalog, store, grace=3600)
@@ -96,8 +97,8 @@ def test_shared_chunks_stay_while_any_file_uses_them(drive):
     catalog, store = drive
     data = os.urandom(MiB + 10)
     upload(catalog, store, "a", data).close()
-    catalog.copy_node(catalog.resolve(["a"]).id, ROOT_ID, "b")
-    catalog.delete(catalog.resolve(["a"]), recursive=False)
+    catalog.tree.copy_node(catalog.tree.resolve(["a"]).id, ROOT_ID, "b")
+    catalog.tree.delete(catalog.tree.resolve(["a"]), recursive=False)
     assert collect_garbage(catalog, store, grace=0).deleted == []
     assert read(catalog, store, "b") == data
 
@@ -105,7 +106,7 @@ def test_shared_chunks_stay_while_any_file_uses_them(drive):
 def test_dry_run_lists_and_changes_nothing(drive):
     catalog, store = drive
     upload(catalog, store, "f", os.urandom(5000)).close()
-    catalog.delete(catalog.resolve(["f"]), recursive=False)
+    catalog.tree.delete(catalog.tree.resolve(["f"]), recursive=False)
     orphan = os.urandom(700)
     store.put(orphan, ChunkMeta.of(orphan))
     before = stored_locators(store)
@@ -161,7 +162,7 @@ def test_an_upload_racing_gc_for_the_same_bytes_never_commits_a_deleted_chunk(dr
     catalog, store = drive
     data = os.urandom(4000)
     upload(catalog, store, "old", data).close()
-    catalog.delete(catalog.resolve(["old"]), recursive=False)
+    catalog.tree.delete(catalog.tree.resolve(["old"]), recursive=False)
 
     racing = upload(catalog, store, "new", data)
     racing._ship_chunk(last=True)  # the same chunk, stored again at the same locator
@@ -169,7 +170,7 @@ def test_an_upload_racing_gc_for_the_same_bytes_never_commits_a_deleted_chunk(dr
     with pytest.raises(ChunkCollected) as raised:
         racing.close()
     assert raised.value.http_status == 503
-    assert catalog.resolve(["new"]) is None
+    assert catalog.tree.resolve(["new"]) is None
     upload(catalog, store, "new", data).close()  # the client's retry stores it anew
     assert read(catalog, store, "new") == data
     assert fsck(catalog, store, verify=True).clean
@@ -179,15 +180,15 @@ def test_an_upload_committing_while_gc_deletes_its_chunk_is_refused(drive):
     catalog, store = drive
     data = os.urandom(4000)
     upload(catalog, store, "old", data).close()
-    catalog.delete(catalog.resolve(["old"]), recursive=False)
-    catalog.drop_retired(time.time() + 1)
+    catalog.tree.delete(catalog.tree.resolve(["old"]), recursive=False)
+    catalog.gc.drop_retired(time.time() + 1)
     racing = upload(catalog, store, "new", data)
     racing._ship_chunk(last=True)
-    marked = catalog.mark_for_deletion(time.time() + 1, 10, stale=3600, retry_before=0)  # gc is mid-way
+    marked = catalog.gc.mark_for_deletion(time.time() + 1, 10, stale=3600, retry_before=0)  # gc is mid-way
     assert len(marked) == 1
     with pytest.raises(ChunkCollected):
         racing.close()
-    assert catalog.locator_of(marked[0][0]) is None  # and no upload reuses a copy being deleted
+    assert catalog.uploads.locator_of(marked[0][0]) is None  # and no upload reuses a copy being deleted
 
 
 def test_uploads_and_deletes_racing_a_gc_loop_leave_every_file_whole(drive):
@@ -210,9 +211,9 @@ def test_uploads_and_deletes_racing_a_gc_loop_leave_every_file_whole(drive):
             except ChunkCollected:
                 refused += 1
             if round_ % 2:
-                node = catalog.resolve([name])
+                node = catalog.tree.resolve([name])
                 if node is not None:
-                    catalog.delete(node, recursive=False)
+                    catalog.tree.delete(node, recursive=False)
 
     def collector() -> None:
         nonlocal gc_runs
@@ -230,25 +231,27 @@ def test_uploads_and_deletes_racing_a_gc_loop_leave_every_file_whole(drive):
     stop.set()
     gc_thread.join(timeout=60)
     assert gc_runs > 0
-    for _, node in catalog.walk():
+    for _, node in catalog.tree.walk():
         if not node.is_dir:
             assert read(catalog, store, node.name) in contents
     report = fsck(catalog, store, verify=True)
     assert report.clean, report.lines()
     collect_garbage(catalog, store, grace=0)
-    live = {c.locator for c, _ in catalog.referenced_chunks()}
+    live = {c.locator for c, _ in catalog.fsck.referenced_chunks()}
     assert stored_locators(store) == live  # no orphan remains
 
 
 def test_the_server_collects_on_its_schedule(start_server: Callable[..., RunningServer]):
     server = start_server(gc_interval=1, gc_grace=0)
     requests.put(server.url + "f", data=b"first").raise_for_status()
-    first = server.app.catalog.snapshot(server.app.catalog.resolve(["f"]).version_id, "/f").extents[0].chunk
+    node = server.app.drive.catalog.tree.resolve(["f"])
+    assert node is not None and node.version_id is not None
+    first = server.app.drive.catalog.tree.snapshot(node.version_id, "/f").extents[0].chunk
     requests.put(server.url + "f", data=b"second").raise_for_status()
     deadline = time.monotonic() + 15
-    while server.app.store.exists(first.locator) and time.monotonic() < deadline:
+    while server.app.drive.store.exists(first.locator) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not server.app.store.exists(first.locator)
+    assert not server.app.drive.store.exists(first.locator)
     assert requests.get(server.url + "f").content == b"second"
 
 
@@ -258,7 +261,9 @@ def test_davfs_gc_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixt
     catalog = Catalog(f"sqlite:///{data_dir / 'catalog.sqlite'}")
     store = LocalStore(data_dir / "store")
     upload(catalog, store, "f", b"x" * 5000).close()
-    catalog.delete(catalog.resolve(["f"]), recursive=False)
+    node = catalog.tree.resolve(["f"])
+    assert node is not None
+    catalog.tree.delete(node, recursive=False)
     catalog.close()
     args = ["-c", os.devnull, "-d", str(data_dir), "gc", "--grace", "0"]
     assert cli_main([*args, "--dry-run"]) == 0
@@ -280,10 +285,12 @@ def test_a_schema_2_catalog_is_brought_forward(tmp_path: Path):
         db.execute("ALTER TABLE chunks DROP COLUMN damaged")
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     catalog = Catalog(f"sqlite:///{path}")
-    assert catalog.schema_version() == 3 and catalog.gc_epoch() == 0
+    assert catalog.db.schema_version() == 3 and catalog.uploads.gc_epoch() == 0
     store = LocalStore(tmp_path / "store")
     upload(catalog, store, "f", b"abc").close()
-    catalog.delete(catalog.resolve(["f"]), recursive=False)
+    node = catalog.tree.resolve(["f"])
+    assert node is not None
+    catalog.tree.delete(node, recursive=False)
     assert len(collect_garbage(catalog, store, grace=0).deleted) == 1
     catalog.close()
 
@@ -296,13 +303,17 @@ def test_a_failed_delete_is_retried_by_the_next_run_and_blocks_no_later_upload(t
     store = FaultyStore(LocalStore(tmp_path / "store"))
     data = os.urandom(4000)
     upload(catalog, store, "f", data).close()
-    catalog.delete(catalog.resolve(["f"]), recursive=False)
+    node = catalog.tree.resolve(["f"])
+    assert node is not None
+    catalog.tree.delete(node, recursive=False)
     store.arm(FaultPlan(delete=fault))
     first = collect_garbage(catalog, store, grace=0)
     assert len(first.failed) == 1 and first.deleted == []
     upload(catalog, store, "again", data).close()  # not refused: it began after the attempt
     assert read(catalog, store, "again") == data
-    catalog.delete(catalog.resolve(["again"]), recursive=False)
+    again = catalog.tree.resolve(["again"])
+    assert again is not None
+    catalog.tree.delete(again, recursive=False)
     second = collect_garbage(catalog, store, grace=0)
     assert len(second.deleted) == 1 and second.failed == []
     assert [loc for loc, meta in store.iter_chunks() if meta.kind == "data"] == []
@@ -313,7 +324,7 @@ def test_bytes_stored_again_after_gc_deleted_them_and_never_committed_are_collec
     catalog, store = drive
     data = os.urandom(4000)
     upload(catalog, store, "old", data).close()
-    catalog.delete(catalog.resolve(["old"]), recursive=False)
+    catalog.tree.delete(catalog.tree.resolve(["old"]), recursive=False)
     assert len(collect_garbage(catalog, store, grace=0).deleted) == 1
     abandoned = upload(catalog, store, "new", data)
     abandoned._ship_chunk(last=True)

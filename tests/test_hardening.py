@@ -164,13 +164,13 @@ def exchange(
 
 def tree(server: RunningServer) -> dict[str, tuple[bool, int, str | None]]:
     """Every node of the share with its size and content ETag, from the catalog."""
-    return {path: (node.is_dir, node.size, node.etag) for path, node in server.app.catalog.walk()}
+    return {path: (node.is_dir, node.size, node.etag) for path, node in server.app.drive.catalog.tree.walk()}
 
 
 def dead_props(server: RunningServer, *path: str) -> dict[str, str]:
-    node = server.app.catalog.resolve(list(path))
+    node = server.app.drive.catalog.tree.resolve(list(path))
     assert node is not None, path
-    return dict(server.app.catalog.dead_props(node.id))
+    return dict(server.app.drive.catalog.tree.dead_props(node.id))
 
 
 def assert_no_trace(server: RunningServer, reply: Reply | requests.Response) -> None:
@@ -390,7 +390,7 @@ def test_an_unread_chunked_body_is_never_run_as_a_request(seeded: RunningServer,
             pass
     assert_no_trace(seeded, Reply(0, {}, received))
     answers = _statuses(received)
-    assert seeded.app.catalog.resolve(["smuggled.txt"]) is None, (
+    assert seeded.app.drive.catalog.tree.resolve(["smuggled.txt"]) is None, (
         f"the body ran as a request; answers: {answers}"
     )
     assert_still_serving(seeded)
@@ -812,11 +812,11 @@ def test_backslashes_in_names_are_refused(seeded: RunningServer) -> None:
 
 def _restore(server: RunningServer, before: dict[str, tuple[bool, int, str | None]]) -> None:
     """Undo what a request that should have been refused did to the seeded tree."""
-    catalog = server.app.catalog
+    catalog = server.app.drive.catalog
     for path in sorted(set(tree(server)) - set(before), key=len):
-        node = catalog.resolve(path.strip("/").split("/"))
+        node = catalog.tree.resolve(path.strip("/").split("/"))
         if node is not None:
-            catalog.delete(node, recursive=True)
+            catalog.tree.delete(node, recursive=True)
     if "/d/f.txt" not in tree(server) or tree(server)["/d/f.txt"] != before["/d/f.txt"]:
         requests.put(server.url + "d/f.txt", data=PRECIOUS, timeout=30)
         requests.request("PROPPATCH", server.url + "d/f.txt", data=SEED_PROPPATCH, timeout=30)
@@ -978,7 +978,7 @@ def test_a_read_only_user_cannot_copy_or_move_to_any_destination(shared: Running
         "COPY", url + "d/f.txt", headers={"Destination": url + "anon.txt"}, timeout=30
     )
     assert anonymous.status_code == 401
-    assert shared.app.catalog.resolve(["anon.txt"]) is None
+    assert shared.app.drive.catalog.tree.resolve(["anon.txt"]) is None
     assert_still_serving(shared, RW)
 
 

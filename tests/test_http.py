@@ -197,14 +197,14 @@ def test_copy_shares_chunks_and_is_independent(server, http):
     http.put(server.url + "src.bin", data=data)
     http.request("MKCOL", server.url + "tree")
     http.put(server.url + "tree/a.txt", data=b"a")
-    puts_before = len(list(server.app.store.iter_chunks()))
+    puts_before = len(list(server.app.drive.store.iter_chunks()))
     assert (
         http.request(
             "COPY", server.url + "src.bin", headers={"Destination": server.url + "dst.bin"}
         ).status_code
         == 201
     )
-    assert len(list(server.app.store.iter_chunks())) == puts_before  # metadata only
+    assert len(list(server.app.drive.store.iter_chunks())) == puts_before  # metadata only
     http.put(server.url + "src.bin", data=b"changed")
     assert http.get(server.url + "dst.bin").content == data
     assert (
@@ -319,6 +319,7 @@ def test_browser_listing(server, http):
 
 def http_connection(url: str) -> http.client.HTTPConnection:
     parts = urlsplit(url)
+    assert parts.hostname is not None
     return http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
 
 
@@ -489,7 +490,9 @@ def test_lock_timeouts_are_bounded(server, http, asked, granted):
     headers = {"Timeout": asked} if asked else {}
     r = http.request("LOCK", server.url + "l.txt", data=LOCKINFO, headers=headers)
     assert r.status_code == 200
-    seconds = int(re.search(r"timeout>Second-(\d+)<", r.text).group(1))
+    match = re.search(r"timeout>Second-(\d+)<", r.text)
+    assert match is not None
+    seconds = int(match.group(1))
     assert granted - 5 <= seconds <= granted
 
 

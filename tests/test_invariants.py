@@ -15,6 +15,7 @@ responses cut after they started) the tests speak raw HTTP/1.1 over a socket.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import logging
@@ -58,7 +59,8 @@ def sha(data: bytes) -> str:
 
 def at(server, path: str) -> str:
     """The URL of a DAV path on a RunningServer."""
-    return server.url.rstrip("/") + path
+    url: str = server.url
+    return url.rstrip("/") + path
 
 
 def segments(path: str) -> list[str]:
@@ -89,18 +91,18 @@ def catalog_files(catalog: Catalog) -> dict[str, tuple[int, str | None]]:
     """Every file as path → (size, etag), checking that each current version's snapshot
     is whole: its extents add up to its size."""
     files = {}
-    for path, node in catalog.walk():
+    for path, node in catalog.tree.walk():
         if node.is_dir:
             continue
         assert node.version_id is not None, f"{path} has no version"
-        snapshot = catalog.snapshot(node.version_id, path)  # raises on missing extents
+        snapshot = catalog.tree.snapshot(node.version_id, path)  # raises on missing extents
         assert sum(e.length for e in snapshot.extents) == snapshot.size == node.size, path
         files[path] = (node.size, node.etag)
     return files
 
 
 def open_upload_count(catalog: Catalog) -> int:
-    with catalog.engine.connect() as conn:
+    with catalog.db.engine.connect() as conn:
         return len(conn.execute(select(uploads.c.id)).all())
 
 
@@ -109,7 +111,7 @@ def assert_file_state(server, path: str, expected: bytes | None) -> None:
     (``None``: the file does not exist)."""
     url = at(server, path)
     response = requests.get(url, timeout=TIMEOUT)
-    node = server.app.catalog.resolve(segments(path))
+    node = server.app.drive.catalog.tree.resolve(segments(path))
     parent_url = at(server, path.rsplit("/", 1)[0] + "/")
     name = path.rsplit("/", 1)[-1]
     if expected is None:
@@ -129,11 +131,11 @@ def assert_file_state(server, path: str, expected: bytes | None) -> None:
 def assert_catalog_clean(server) -> None:
     """No file is partial, none is empty (these tests never store an empty file), no
     aborted upload is still open in the journal, and no spool file was left behind."""
-    files = catalog_files(server.app.catalog)
+    files = catalog_files(server.app.drive.catalog)
     empty = [p for p, (size, _) in files.items() if size == 0]
     assert not empty, f"empty files left behind: {empty}"
-    assert open_upload_count(server.app.catalog) == 0
-    spool_dir = server.app.store.properties.spool_dir
+    assert open_upload_count(server.app.drive.catalog) == 0
+    spool_dir = server.app.drive.store.properties.spool_dir
     assert spool_dir is not None, "use a store with its own spool folder"
     assert os.listdir(spool_dir) == [], "spool files left behind"
 
@@ -208,7 +210,8 @@ class AbortWatcher(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.getMessage().startswith("upload of "):
-            self.paths.append(str(record.args[0]) if record.args else record.getMessage())
+            args = record.args
+            self.paths.append(str(args[0]) if isinstance(args, tuple) and args else record.getMessage())
 
 
 @pytest.fixture
@@ -284,9 +287,11 @@ def test_download_finishes_with_the_version_it_started_on(gated_server, change: 
     old = payload(5 * MiB, seed=1)
     new = payload(5 * MiB + 12345, seed=2)
     put(at(server, "/movie.bin"), old)
-    node = server.app.catalog.resolve(["movie.bin"])
+    node = server.app.drive.catalog.tree.resolve(["movie.bin"])
     assert node is not None and node.version_id is not None
-    old_chunks = {e.chunk.locator for e in server.app.catalog.snapshot(node.version_id, "/movie.bin").extents}
+    old_chunks = {
+        e.chunk.locator for e in server.app.drive.catalog.tree.snapshot(node.version_id, "/movie.bin").extents
+    }
     assert len(old_chunks) == 5
 
     store.arm(
@@ -344,9 +349,9 @@ def memory_server(start_server):
 
 
 def stored_chunks(server, path: str) -> list[str]:
-    node = server.app.catalog.resolve(segments(path))
+    node = server.app.drive.catalog.tree.resolve(segments(path))
     assert node is not None and node.version_id is not None
-    return [e.chunk.locator for e in server.app.catalog.snapshot(node.version_id, path).extents]
+    return [e.chunk.locator for e in server.app.drive.catalog.tree.snapshot(node.version_id, path).extents]
 
 
 def raw_get(server, path: str, range_header: str | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -471,7 +476,7 @@ def test_upload_in_progress_is_invisible(server, existing: bool) -> None:
     with socket.create_connection(address(server.url), timeout=TIMEOUT) as sock:
         sock.sendall(head.encode("latin-1") + new[: 5 * MiB // 2])
         # Chunks of the new version are stored and journaled, the body is still arriving.
-        wait_for(lambda: open_upload_count(server.app.catalog) == 1, "the upload to be journaled")
+        wait_for(lambda: open_upload_count(server.app.drive.catalog) == 1, "the upload to be journaled")
         assert_file_state(server, path, OLD if existing else None)
         head_response = requests.head(at(server, path), timeout=TIMEOUT)
         assert head_response.status_code == (200 if existing else 404)
@@ -581,15 +586,15 @@ def check_catalog_after_crash(
         files = catalog_files(catalog)
         assert set(files) == set(expected), files
         for path, (size, _) in files.items():
-            node = catalog.resolve(segments(path))
+            node = catalog.tree.resolve(segments(path))
             assert node is not None and node.version_id is not None
-            snapshot = catalog.snapshot(node.version_id, path)
+            snapshot = catalog.tree.snapshot(node.version_id, path)
             for extent in snapshot.extents:
                 assert store.exists(extent.chunk.locator), (
                     f"{path}: chunk {extent.chunk.chunk_hash} not stored"
                 )
             assert size > 0
-        with catalog.engine.connect() as conn:
+        with catalog.db.engine.connect() as conn:
             journal = conn.execute(
                 select(upload_chunks.c.upload_id, upload_chunks.c.chunk_hash, upload_chunks.c.locator)
             ).all()
@@ -639,7 +644,7 @@ def test_kill_9_during_large_put_leaves_last_committed_content(server_process, t
                 time.sleep(0.001)  # a slowish client
             if journaled:
                 wait_for(
-                    lambda u=last_upload, v=last_version, n=journaled: journaled_or_committed(db, u, v, n),
+                    functools.partial(journaled_or_committed, db, last_upload, last_version, journaled),
                     f"{journaled} journaled chunks",
                 )
             if answered:

@@ -92,7 +92,12 @@ def test_fast_listing_equals_wsgidavs(tree: str, name: str, monkeypatch: pytest.
 def test_the_fast_path_answers_and_steps_aside(tree: str, monkeypatch: pytest.MonkeyPatch) -> None:
     answered: list[Any] = []
     real = listing.answer
-    monkeypatch.setattr(listing, "answer", lambda *a: answered.append(result := real(*a)) or result)
+
+    def spy(*a: Any) -> Any:
+        answered.append(result := real(*a))
+        return result
+
+    monkeypatch.setattr(listing, "answer", spy)
     propfind(tree, "explorer")
     assert answered[-1] is not None
     requests.request("PROPFIND", tree, data=body("getetag", "quota-used-bytes"), headers={"Depth": "1"})

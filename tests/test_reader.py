@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from davfs.chunk import ChunkMeta, ChunkRef
 from davfs.errors import ChunkMissing, IntegrityError
 from davfs.reader import ChunkReader, integrity_failures
-from davfs.snapshot import ChunkInfo, Extent, FileSnapshot
-from davfs.stores.base import ChunkMeta
+from davfs.snapshot import Extent, FileSnapshot
 from davfs.stores.memory import MemoryStore
 
 EXECUTOR = ThreadPoolExecutor(max_workers=4)
@@ -37,11 +37,7 @@ def build(data: bytes, chunk_size: int, block_size: int, store: MemoryStore | No
         piece = data[start : start + chunk_size]
         meta = ChunkMeta.of(piece, block_size)
         locator = store.put(piece, meta)
-        extents.append(
-            Extent(
-                ChunkInfo(meta.chunk_hash, locator, len(piece), block_size, meta.block_hashes), 0, len(piece)
-            )
-        )
+        extents.append(Extent(ChunkRef(locator, meta), 0, len(piece)))
     return FileSnapshot("/f", 1, len(data), 0.0, "etag", tuple(extents)), store
 
 

@@ -52,8 +52,8 @@ def build_history(url: str) -> None:
 def tree_of(catalog: Catalog) -> dict[str, Any]:
     """Everything a user could see: paths, kinds, sizes, ETags, mtimes, dead props."""
     return {
-        path: (node.is_dir, node.size, node.etag, round(node.modified, 3), catalog.dead_props(node.id))
-        for path, node in catalog.walk()
+        path: (node.is_dir, node.size, node.etag, round(node.modified, 3), catalog.tree.dead_props(node.id))
+        for path, node in catalog.tree.walk()
     }
 
 
@@ -71,7 +71,7 @@ def test_recover_rebuilds_the_tree_from_the_store_alone(
 ) -> None:
     running = start_server(chunk_size="1MiB")
     build_history(running.url)
-    original = tree_of(running.app.catalog)
+    original = tree_of(running.app.drive.catalog)
     running.stop()  # writes the last manifest
 
     store = LocalStore(str(running.config.data_dir / "store"))
@@ -117,13 +117,10 @@ def test_a_file_whose_chunks_are_gone_is_reported_not_restored(
     running = start_server(chunk_size="1MiB")
     requests.put(running.url + "lost.bin", data=b"L" * 5000).raise_for_status()
     requests.put(running.url + "kept.bin", data=b"K" * 5000).raise_for_status()
+    lost = running.app.drive.catalog.tree.resolve(["lost.bin"])
+    assert lost is not None and lost.version_id is not None
     lost_chunk = (
-        running.app.catalog.snapshot(
-            running.app.catalog.resolve(["lost.bin"]).version_id,
-            "/lost.bin",  # type: ignore[union-attr]
-        )
-        .extents[0]
-        .chunk.locator
+        running.app.drive.catalog.tree.snapshot(lost.version_id, "/lost.bin").extents[0].chunk.locator
     )
     running.stop()
     store = LocalStore(str(running.config.data_dir / "store"))
@@ -137,11 +134,11 @@ def test_a_flush_writes_pending_entries_once_and_recovery_replays_them(tmp_path:
     catalog = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
     store = LocalStore(str(tmp_path / "store"))
     writer = ManifestWriter(catalog, store, interval=3600)
-    folder = catalog.mkdir(1, "a")
+    folder = catalog.tree.mkdir(1, "a")
     assert writer.flush() == 1
-    catalog.mkdir(folder.id, "b")
-    assert catalog.pending_log(10) and writer.flush() == 1
-    assert writer.flush() == 0 and catalog.pending_log(10) == []
+    catalog.tree.mkdir(folder.id, "b")
+    assert catalog.oplog.pending(10) and writer.flush() == 1
+    assert writer.flush() == 0 and catalog.oplog.pending(10) == []
     kinds = [meta.kind for _, meta in store.iter_chunks()]
     assert kinds == ["manifest", "manifest"]
     tree, problems = recovered_from(store, tmp_path)
@@ -152,12 +149,12 @@ def test_a_flush_writes_pending_entries_once_and_recovery_replays_them(tmp_path:
 def test_a_second_recovery_keeps_the_first_ones_history(tmp_path: Path) -> None:
     store = LocalStore(str(tmp_path / "store"))
     first = Catalog(f"sqlite:///{tmp_path / 'one.sqlite'}")
-    first.mkdir(first.mkdir(1, "a").id, "inner")
+    first.tree.mkdir(first.tree.mkdir(1, "a").id, "inner")
     ManifestWriter(first, store, interval=3600).flush()
     first.close()
     second = Catalog(f"sqlite:///{tmp_path / 'two.sqlite'}")
     assert recover(second, store).problems == []
-    second.mkdir(1, "b")
+    second.tree.mkdir(1, "b")
     ManifestWriter(second, store, interval=3600).flush()
     second.close()
     tree, problems = recovered_from(store, tmp_path)
@@ -170,11 +167,11 @@ def test_the_writer_thread_flushes_on_its_interval(tmp_path: Path) -> None:
     writer = ManifestWriter(catalog, store, interval=0.1)
     writer.start()
     try:
-        catalog.mkdir(1, "a")
+        catalog.tree.mkdir(1, "a")
         deadline = time.monotonic() + 10
-        while catalog.pending_log(10) and time.monotonic() < deadline:
+        while catalog.oplog.pending(10) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert catalog.pending_log(10) == []
+        assert catalog.oplog.pending(10) == []
         assert [meta.kind for _, meta in store.iter_chunks()] == ["manifest"]
     finally:
         writer.close()

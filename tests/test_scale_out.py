@@ -215,8 +215,8 @@ def test_only_one_instance_writes_manifests_at_a_time(postgres_url: str, tmp_pat
     first, second = Catalog(postgres_url), Catalog(postgres_url)
     store = LocalStore(str(tmp_path / "store"))
     try:
-        first.mkdir(1, "x")
-        with first.single_instance("manifests") as mine:
+        first.tree.mkdir(1, "x")
+        with first.db.single_instance("manifests") as mine:
             assert mine
             assert ManifestWriter(second, store, interval=3600).flush() == 0  # the other is at it
         assert ManifestWriter(second, store, interval=3600).flush() == 1
@@ -230,15 +230,15 @@ def test_recover_into_postgresql_keeps_ids_going(postgres_url: str, tmp_path: Pa
 
     source = Catalog(f"sqlite:///{tmp_path / 'old.sqlite'}")
     store = LocalStore(str(tmp_path / "store"))
-    folder = source.mkdir(1, "kept")
-    source.mkdir(folder.id, "inner")
+    folder = source.tree.mkdir(1, "kept")
+    source.tree.mkdir(folder.id, "inner")
     ManifestWriter(source, store, interval=3600).flush()
     source.close()
     target = Catalog(postgres_url)
     try:
         assert recover(target, store).problems == []
-        assert target.resolve(["kept", "inner"]) is not None
-        fresh = target.mkdir(1, "new")  # the id sequence continues after the recovered ids
-        assert fresh.id > target.resolve(["kept", "inner"]).id  # type: ignore[union-attr]
+        assert target.tree.resolve(["kept", "inner"]) is not None
+        fresh = target.tree.mkdir(1, "new")  # the id sequence continues after the recovered ids
+        assert fresh.id > target.tree.resolve(["kept", "inner"]).id  # type: ignore[union-attr]
     finally:
         target.close()

@@ -1,4 +1,4 @@
-"""Tests of the wire-level fake Telegram (tests/telegram_fake.py).
+"""Tests of the wire-level fake Telegram (davfs/testing/telegram_fake.py).
 
 They drive the fake only through telethon's public API (plus raw TL requests
 where telethon itself never breaks a rule), so they also pin down the telethon
@@ -23,7 +23,7 @@ import pytest
 from telethon import errors, types
 from telethon.tl import functions
 
-from tests.telegram_fake import (
+from davfs.testing.telegram_fake import (
     DEFAULT_API_HASH,
     DEFAULT_API_ID,
     FakeAccount,

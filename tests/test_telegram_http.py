@@ -28,8 +28,8 @@ def serve(telegram: TelegramRig, start_server: Start, **davfs: object) -> Runnin
 
 def referenced_messages(running: RunningServer) -> set[int]:
     """Message ids the catalog points at (data chunks and manifests)."""
-    catalog = running.app.catalog
-    with catalog.engine.connect() as conn:
+    catalog = running.app.drive.catalog
+    with catalog.db.engine.connect() as conn:
         return {int(row[0]) for row in conn.exec_driver_sql("SELECT locator FROM chunks")}
 
 
@@ -86,7 +86,7 @@ def test_a_lost_send_confirmation_leaves_no_orphan(telegram: TelegramRig, start_
     body = os.urandom(2 * MiB + 1)
     assert requests.put(running.url + "f.bin", data=body).status_code == 201
     assert requests.get(running.url + "f.bin").content == body
-    running.app.manifests.flush()
+    running.app.drive.manifests.flush()
     assert channel_messages(telegram) == referenced_messages(running)
 
 
@@ -135,9 +135,9 @@ def test_random_faults_never_yield_a_wrong_byte_or_a_broken_file(
     for name, digest in committed.items():
         got = requests.get(running.url + name)
         assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == digest
-    running.app.manifests.flush()
+    running.app.drive.manifests.flush()
     assert channel_messages(telegram) >= referenced_messages(running)
-    assert fsck(running.app.catalog, running.app.store, verify=True).lines() == []
+    assert fsck(running.app.drive.catalog, running.app.drive.store, verify=True).lines() == []
 
 
 def test_recover_rebuilds_the_catalog_from_the_channel(
@@ -145,7 +145,7 @@ def test_recover_rebuilds_the_catalog_from_the_channel(
 ) -> None:
     running = serve(telegram, start_server)
     build_history(running.url)
-    original = tree_of(running.app.catalog)
+    original = tree_of(running.app.drive.catalog)
     running.stop()
     fresh = Catalog(f"sqlite:///{tmp_path / 'fresh.sqlite'}")
     report = recover(fresh, telegram.open_store())
@@ -202,13 +202,13 @@ def test_gc_deletes_the_messages_of_replaced_files_and_backups_live_in_the_chann
     requests.put(running.url + "f.bin", data=new).raise_for_status()
     requests.put(running.url + "keep.bin", data=b"keep").raise_for_status()
     before = channel_messages(telegram)
-    report = collect_garbage(running.app.catalog, running.app.store, grace=0)
+    report = collect_garbage(running.app.drive.catalog, running.app.drive.store, grace=0)
     assert len(report.deleted) == 2 and not report.failed  # the two chunks of the old content
     assert channel_messages(telegram) == before - {int(loc) for _, loc, _ in report.deleted}
     assert requests.get(running.url + "f.bin").content == new
 
-    made = backup_catalog(running.app.catalog, running.app.store, part_size=MiB)
-    expected = tree_of(running.app.catalog)
+    made = backup_catalog(running.app.drive.catalog, running.app.drive.store, part_size=MiB)
+    expected = tree_of(running.app.drive.catalog)
     running.stop()
     store = telegram.open_store()
     assert [b.locator for b in list_backups(store)] == [made.locator]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from davfs.config import TelegramSettings
+from davfs.stores.settings import TelegramSettings
 from davfs.stores.telegram_accounts import SESSION_FOLDER, SessionFile, open_telegram_store
 from tests.conftest import MiB, RunningServer
 
@@ -52,8 +52,8 @@ def test_round_trip_on_real_telegram(start_server: Callable[..., RunningServer],
         )
         assert ranged.status_code == 206 and ranged.content == body[2097000:2099001]
     finally:
-        running.app.manifests.flush()
-        with running.app.catalog.engine.connect() as conn:
+        running.app.drive.manifests.flush()
+        with running.app.drive.catalog.db.engine.connect() as conn:
             locators = [str(row[0]) for row in conn.exec_driver_sql("SELECT locator FROM chunks")]
         store.delete_many(locators)
         running.stop()

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from davfs.chunk import ChunkMeta
 from davfs.cli import main as cli_main
 from davfs.errors import ConfigError
-from davfs.stores.base import ChunkMeta
 from davfs.stores.telegram_accounts import LoginPrompts, SessionFile, login, session_files
-from tests.telegram_fake import DEFAULT_API_HASH, DEFAULT_API_ID
+from davfs.testing.telegram_fake import DEFAULT_API_HASH, DEFAULT_API_ID
 from tests.telegram_rig import CHANNEL, TelegramRig
 
 PHONE = "+15550002"

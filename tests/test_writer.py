@@ -57,7 +57,7 @@ def catalog(tmp_path):
 def writer(catalog, store, name="f", expected=None, chunk_size=MiB, in_flight=2):
     return ChunkWriter(
         UploadTarget(ROOT_ID, name, f"/{name}"),
-        catalog,
+        catalog.uploads,
         store,
         EXECUTOR,
         expected_size=expected,
@@ -73,8 +73,8 @@ def feed(w, data, piece=100_000):
 
 
 def read_back(catalog, store, name="f"):
-    node = catalog.resolve([name])
-    with ChunkReader(catalog.snapshot(node.version_id, f"/{name}"), store, EXECUTOR) as reader:
+    node = catalog.tree.resolve([name])
+    with ChunkReader(catalog.tree.snapshot(node.version_id, f"/{name}"), store, EXECUTOR) as reader:
         return reader.read()
 
 
@@ -87,10 +87,10 @@ def test_multi_chunk_upload_round_trips(catalog):
     assert w.created and w.node.size == len(data)
     assert store.puts == 4
     assert read_back(catalog, store) == data
-    snap = catalog.snapshot(w.node.version_id, "/f")
+    snap = catalog.tree.snapshot(w.node.version_id, "/f")
     assert [e.length for e in snap.extents] == [MiB, MiB, MiB, 4321]
-    assert snap.extents[0].chunk.block_count() == 4
-    with catalog.engine.connect() as conn:
+    assert snap.extents[0].chunk.meta.block_count() == 4
+    with catalog.db.engine.connect() as conn:
         assert conn.execute(select(schema.uploads)).first() is None
 
 
@@ -115,7 +115,7 @@ def test_uploading_the_same_content_again_repairs_a_damaged_chunk(catalog):
     w = writer(catalog, store, expected=len(data))
     feed(w, data)
     w.close()
-    locator = catalog.snapshot(w.node.version_id, "/f").extents[0].chunk.locator
+    locator = catalog.tree.snapshot(w.node.version_id, "/f").extents[0].chunk.locator
     store.corrupt(locator, 5)
     w2 = writer(catalog, store, name="g", expected=len(data))
     feed(w2, data)
@@ -130,8 +130,8 @@ def test_short_body_commits_nothing(catalog):
     feed(w, os.urandom(2 * MiB + 10))
     with pytest.raises(IncompleteUpload):
         w.close()
-    assert catalog.resolve(["f"]) is None
-    with catalog.engine.connect() as conn:
+    assert catalog.tree.resolve(["f"]) is None
+    with catalog.db.engine.connect() as conn:
         assert conn.execute(select(schema.uploads)).first() is None
         rows = dict(conn.execute(select(schema.chunks.c.locator, schema.chunks.c.refcount)).all())
     # every chunk that did reach the store is recorded, unreferenced, for gc
@@ -143,7 +143,7 @@ def test_long_body_is_refused_as_it_arrives(catalog):
     with pytest.raises(IncompleteUpload):
         w.write(b"x" * 11)
     w.abort()
-    assert catalog.resolve(["f"]) is None
+    assert catalog.tree.resolve(["f"]) is None
 
 
 def test_store_failure_keeps_the_previous_version(catalog):
@@ -175,7 +175,7 @@ def test_uploads_have_a_bounded_number_of_chunks_in_flight(catalog):
 def test_empty_upload(catalog):
     w = writer(catalog, RecordingStore(), expected=0)
     w.close()
-    assert catalog.resolve(["f"]).size == 0
+    assert catalog.tree.resolve(["f"]).size == 0
 
 
 def test_chunked_upload_without_announced_size(catalog):
@@ -197,6 +197,6 @@ def test_a_caller_reusing_its_buffer_does_not_change_the_hash(catalog):
         w.write(buffer)
     buffer[:] = b"\0" * len(buffer)
     w.close()
-    snap = catalog.snapshot(w.node.version_id, "/f")
+    snap = catalog.tree.snapshot(w.node.version_id, "/f")
     assert snap.extents[0].chunk.chunk_hash == hashlib.sha256(data[: 2 * MiB]).hexdigest()
     assert read_back(catalog, store) == data

@@ -1,23 +1,53 @@
-"""The catalog: tree, versions, chunks, dead properties, the upload journal and the oplog."""
+"""The catalog: the only code in davfs that speaks SQL.
 
-from davfs.catalog.catalog import (
-    ABSENT,
-    ROOT_ID,
-    Catalog,
-    Node,
-    RecoveredNode,
-    StoredChunk,
-    content_etag,
-    split_path,
-)
+One database, one module per client, each over the shared :mod:`~davfs.catalog.db`
+(engine, transactions, migrations) and :mod:`~davfs.catalog.rows` (nodes, versions,
+chunk references):
 
-__all__ = [
-    "ABSENT",
-    "ROOT_ID",
-    "Catalog",
-    "Node",
-    "RecoveredNode",
-    "StoredChunk",
-    "content_etag",
-    "split_path",
-]
+- :mod:`~davfs.catalog.tree` — paths, folders, files, versions, dead properties
+  (the provider and the command line);
+- :mod:`~davfs.catalog.uploads` — the upload journal and the commit of a new version
+  (the writer);
+- :mod:`~davfs.catalog.gc` — retired versions, orphans, deletion marks (``davfs.gc``);
+- :mod:`~davfs.catalog.fsck` — consistency checks and damage marks (``davfs.fsck``);
+- :mod:`~davfs.catalog.oplog` — typed change entries until a manifest holds them
+  (``davfs.manifest``);
+- :mod:`~davfs.catalog.dump` — every row out and in, and recovered trees
+  (``davfs.backup``, ``davfs recover``).
+
+Written against SQLAlchemy Core with nothing engine-specific outside ``dialect.py``.
+"""
+
+from __future__ import annotations
+
+from davfs.catalog.db import ROOT_ID, Database
+from davfs.catalog.dump import Dump, RecoveredNode
+from davfs.catalog.fsck import FsckQueries
+from davfs.catalog.gc import GcQueries
+from davfs.catalog.oplog import OpLog
+from davfs.catalog.rows import ABSENT, Node, content_etag
+from davfs.catalog.tree import Tree
+from davfs.catalog.uploads import Uploads
+
+
+class Catalog:
+    """One catalog database and its modules, opened (and migrated) together."""
+
+    def __init__(self, url: str) -> None:
+        self.db = Database(url)
+        self.tree = Tree(self.db)
+        self.uploads = Uploads(self.db)
+        self.gc = GcQueries(self.db)
+        self.fsck = FsckQueries(self.db, self.tree)
+        self.oplog = OpLog(self.db)
+        self.dump = Dump(self.db, self.tree)
+
+    @property
+    def url(self) -> str:
+        return self.db.url
+
+    def close(self) -> None:
+        self.db.close()
+
+
+__all__ = ["ABSENT", "ROOT_ID", "Catalog", "Node", "RecoveredNode", "content_etag"]

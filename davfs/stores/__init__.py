@@ -2,20 +2,21 @@
 
 ``open_store("local:/srv/davfs/store")`` or ``open_store("memory:")``;
 ``faulty:SEED:RATES:INNER`` wraps another store in :class:`FaultyStore` for the
-benchmarks (``faulty:7:put.U=0.02,get.C=0.01:local:/tmp/store``). The Telegram
-store needs more than a URL (accounts, channel, pacing), so :func:`open_configured_store`
-opens it from the whole configuration; telethon is imported only when it is used.
+benchmarks (``faulty:7:put.U=0.02,get.C=0.01:local:/tmp/store``). ``telegram`` needs
+its settings and the data folder (the saved sessions, a spool folder); telethon is
+imported only when it is used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
-from davfs.config import DavfsConfig
 from davfs.errors import ConfigError
-from davfs.stores.base import ChunkMeta, ChunkStore, StoreProperties
+from davfs.stores.base import ChunkStore, StoreProperties
 from davfs.stores.local import SPOOL_ABANDONED_AFTER, LocalStore, remove_abandoned_spool
 from davfs.stores.memory import MemoryStore
+from davfs.stores.settings import TelegramSettings
 
 _OPENERS: dict[str, Callable[[str], ChunkStore]] = {
     "local": lambda rest: LocalStore(rest),
@@ -37,35 +38,27 @@ def _open_faulty(rest: str) -> ChunkStore:
     return FaultyStore(open_store(inner), plan)
 
 
-def open_store(url: str) -> ChunkStore:
-    """Open the store named by ``scheme:rest``."""
+def open_store(
+    url: str, *, telegram: TelegramSettings | None = None, data_dir: Path | None = None
+) -> ChunkStore:
+    """Open the store named by ``scheme:rest`` (or ``telegram``, with its settings and
+    the data folder that holds its sessions)."""
+    if url == "telegram":
+        if telegram is None or data_dir is None:
+            raise ConfigError("davfs.store", "telegram needs the davfs.telegram settings and a data folder")
+        from davfs.stores.telegram_accounts import open_telegram_store
+
+        spool = data_dir / "spool"
+        spool.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_spool(spool, SPOOL_ABANDONED_AFTER)
+        return open_telegram_store(telegram, data_dir, spool_dir=str(spool))
     scheme, sep, rest = url.partition(":")
     if not sep or scheme not in _OPENERS:
-        known = ", ".join(sorted(_OPENERS))
+        known = ", ".join(sorted([*_OPENERS, "telegram"]))
         raise ConfigError("davfs.store", f"{url!r} is not a store URL (known schemes: {known})")
     if scheme == "local" and not rest:
         raise ConfigError("davfs.store", "local: needs a folder, e.g. local:./data/store")
     return _OPENERS[scheme](rest)
 
 
-def open_configured_store(config: DavfsConfig) -> ChunkStore:
-    """The store ``davfs.store`` names, with its settings."""
-    if config.telegram is not None:
-        from davfs.stores.telegram_accounts import open_telegram_store
-
-        spool = config.data_dir / "spool"
-        spool.mkdir(parents=True, exist_ok=True)
-        remove_abandoned_spool(spool, SPOOL_ABANDONED_AFTER)
-        return open_telegram_store(config.telegram, config.data_dir, spool_dir=str(spool))
-    return open_store(config.store)
-
-
-__all__ = [
-    "ChunkMeta",
-    "ChunkStore",
-    "LocalStore",
-    "MemoryStore",
-    "StoreProperties",
-    "open_configured_store",
-    "open_store",
-]
+__all__ = ["ChunkStore", "LocalStore", "MemoryStore", "StoreProperties", "TelegramSettings", "open_store"]

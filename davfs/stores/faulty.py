@@ -60,8 +60,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from davfs.chunk import ChunkMeta
 from davfs.errors import StoreError, StoreTimeout, StoreUnavailable
-from davfs.stores.base import ChunkMeta, ChunkStore, store_error
+from davfs.stores.base import ChunkStore, store_error
 
 _COMMON = frozenset(".EUTDW")
 FAULTS: Mapping[str, frozenset[str]] = {

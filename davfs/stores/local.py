@@ -26,9 +26,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from davfs.chunk import BLOCK_SIZE, ChunkHasher, ChunkMeta
 from davfs.errors import ChunkMissing, StoreError
-from davfs.snapshot import BLOCK_SIZE
-from davfs.stores.base import ChunkHasher, ChunkMeta, ChunkStore, StoreProperties, store_error
+from davfs.stores.base import ChunkStore, StoreProperties, store_error
 
 _HEX = frozenset("0123456789abcdef")
 SPOOL_ABANDONED_AFTER = 3600.0

@@ -6,8 +6,9 @@ import os
 import threading
 from collections.abc import Iterator
 
+from davfs.chunk import ChunkMeta
 from davfs.errors import ChunkMissing
-from davfs.stores.base import ChunkMeta, ChunkStore, StoreProperties
+from davfs.stores.base import ChunkStore, StoreProperties
 
 
 class MemoryStore:

@@ -46,8 +46,9 @@ from typing import Any, TypeVar
 
 from telethon import TelegramClient, errors, functions, types
 
+from davfs.chunk import ChunkMeta
 from davfs.errors import ChunkMissing, StoreError, StoreTimeout, StoreUnavailable
-from davfs.stores.base import ChunkMeta, StoreProperties
+from davfs.stores.base import StoreProperties
 
 log = logging.getLogger(__name__)
 

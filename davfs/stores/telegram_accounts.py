@@ -25,9 +25,9 @@ from typing import Any
 from telethon import TelegramClient, errors, functions, types
 from telethon.sessions import StringSession
 
-from davfs.config import TelegramSettings
+from davfs.chunk import ChunkMeta
 from davfs.errors import ConfigError, StoreError
-from davfs.stores.base import ChunkMeta
+from davfs.stores.settings import TelegramSettings
 from davfs.stores.telegram import Account, EventLoopThread, TelegramStore
 
 SESSION_FOLDER = "telegram"

@@ -12,8 +12,9 @@ import threading
 
 import pytest
 
+from davfs.chunk import ChunkMeta
 from davfs.errors import ChunkMissing
-from davfs.stores.base import ChunkMeta, ChunkStore
+from davfs.stores.base import ChunkStore
 
 MiB = 1024 * 1024
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from davfs.chunk import ChunkMeta, ChunkRef
 from davfs.errors import IntegrityError, StoreError, StoreTimeout, StoreUnavailable
 from davfs.reader import ChunkReader
-from davfs.snapshot import ChunkInfo, Extent, FileSnapshot
-from davfs.stores.base import ChunkMeta, ChunkStore
+from davfs.snapshot import Extent, FileSnapshot
+from davfs.stores.base import ChunkStore
 from davfs.stores.faulty import FaultPlan, FaultyStore, Injection
 from davfs.stores.local import LocalStore
 from davfs.stores.memory import MemoryStore
@@ -333,13 +336,13 @@ CHUNKS = [chunk(64 + i, seed=i + 1) for i in range(150)]
 def exercise(store: ChunkStore, interleave: bool) -> None:
     """Puts, gets and deletes in a fixed order per operation; ``interleave`` changes
     only how the operations mix."""
-    ops = []
+    ops: list[Callable[[], object]] = []
     for data, meta in CHUNKS:
-        ops.append(lambda d=data, m=meta: store.put(d, m))
+        ops.append(functools.partial(store.put, data, meta))
     for data, meta in CHUNKS:
-        ops.append(lambda d=data, m=meta: store.get(m.chunk_hash, 0, len(d)))
+        ops.append(functools.partial(store.get, meta.chunk_hash, 0, len(data)))
     for _, meta in CHUNKS:
-        ops.append(lambda m=meta: store.delete(m.chunk_hash))
+        ops.append(functools.partial(store.delete, meta.chunk_hash))
     n = len(CHUNKS)
     if interleave:
         ops = [op for triple in zip(ops[:n], ops[n : 2 * n], ops[2 * n :], strict=True) for op in triple]
@@ -431,7 +434,7 @@ def build(store: ChunkStore, data: bytes, chunk_size: int, block_size: int) -> F
             locator = store.put(piece, meta)
         except StoreTimeout:  # a lost confirmation: the chunk is there under its hash
             locator = meta.chunk_hash
-        info = ChunkInfo(meta.chunk_hash, locator, len(piece), block_size, meta.block_hashes)
+        info = ChunkRef(locator, meta)
         extents.append(Extent(info, 0, len(piece)))
     return FileSnapshot("/f", 1, len(data), 0.0, "etag", tuple(extents))
 
@@ -473,7 +476,7 @@ def test_random_corruption_never_reaches_the_caller(window):
     store = FaultyStore(MemoryStore())
     snapshot = build(store, data, 2048, 1024)
     store.arm(FaultPlan.random(seed=5, rates={"get": {"C": 0.2}}))
-    results = Counter()
+    results: Counter[str] = Counter()
     for _ in range(60):
         try:
             got = read_all(snapshot, store, window)

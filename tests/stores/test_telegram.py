@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from davfs.chunk import ChunkMeta
 from davfs.errors import ChunkMissing, ConfigError, StoreError, StoreUnavailable
-from davfs.stores.base import ChunkMeta
 from davfs.stores.telegram import TelegramStore, getfile_windows, parse_caption
 from tests.stores.conformance import StoreConformance
 from tests.telegram_rig import TelegramRig

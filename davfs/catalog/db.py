@@ -1,0 +1,154 @@
+"""What every catalog module shares: the engine, transactions, the schema's migrations,
+and a few statement helpers. Nothing here knows what a file is.
+
+Every public method of a catalog module is one transaction (:meth:`Database.read` or
+:meth:`Database.write`), so every change a client can observe is atomic. Write
+transactions run one at a time (``dialect.py``), so every outcome of concurrent writes
+is one of their serial orders.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, CursorResult, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError as SqlIntegrityError
+from sqlalchemy.exc import SQLAlchemyError
+
+from davfs.catalog import schema
+from davfs.catalog.dialect import WRITE, make_engine, schema_lock, single_instance
+from davfs.catalog.schema import meta, nodes
+from davfs.errors import CatalogError
+
+ROOT_ID = 1
+BATCH = 500
+"""Ids per ``IN (...)`` list: far below every engine's parameter limit."""
+_Key = TypeVar("_Key", int, str)
+
+
+class Database:
+    """One catalog database: its engine, its schema brought up to date on open."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        try:
+            with schema_lock(self.engine):
+                schema.metadata.create_all(self.engine)
+                self._bring_schema_forward()
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise CatalogError(
+                f"cannot open the catalog {safe_url(url)}: {getattr(exc, 'orig', None) or exc}"
+            ) from None
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with database_errors(), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with database_errors(), self.engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def single_instance(self, job: str) -> Iterator[bool]:
+        """Whether this instance is the one to run ``job`` now (see the dialect)."""
+        with database_errors(), single_instance(self.engine, job) as acquired:
+            yield acquired
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def schema_version(self) -> int:
+        with self.read() as conn:
+            return int(conn.scalar(select(meta.c.value).where(meta.c.key == "schema_version")) or 0)
+
+    def _bring_schema_forward(self) -> None:
+        with self.write() as conn:
+            current = conn.scalar(select(meta.c.value).where(meta.c.key == "schema_version"))
+            if current is None:
+                conn.execute(insert(meta).values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
+                now = time.time()
+                conn.execute(
+                    insert(nodes).values(
+                        id=ROOT_ID,
+                        parent_id=None,
+                        name="",
+                        is_dir=True,
+                        version_id=None,
+                        created=now,
+                        modified=now,
+                    )
+                )
+                continue_ids_after(conn)
+                return
+            version = int(current)
+            if version > schema.SCHEMA_VERSION:
+                raise CatalogError(
+                    f"catalog schema {version} is newer than this davfs "
+                    f"({schema.SCHEMA_VERSION}); upgrade davfs"
+                )
+            while version < schema.SCHEMA_VERSION:
+                schema.MIGRATIONS[version](conn)
+                version += 1
+            conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """The database failed (locked too long, disk full, I/O): a CatalogError, so callers
+    see one error type and users one line. Constraint violations the methods expect
+    (a name taken) are caught inside them first."""
+    try:
+        yield
+    except SqlIntegrityError:
+        raise
+    except SQLAlchemyError as exc:
+        raise CatalogError(f"database error: {getattr(exc, 'orig', None) or exc}") from exc
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def new_id(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def batches(ids: Sequence[_Key]) -> Iterator[list[_Key]]:
+    for i in range(0, len(ids), BATCH):
+        yield list(ids[i : i + BATCH])
+
+
+def continue_ids_after(conn: Connection) -> None:
+    """After inserting explicit node ids, make the next automatic id follow the largest
+    one (SQLite's AUTOINCREMENT does this itself; PostgreSQL's sequence does not)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            "SELECT setval(pg_get_serial_sequence('nodes', 'id'), (SELECT max(id) FROM nodes))"
+        )
+
+
+def continue_sequence(conn: Connection, table: str, column: str, after: int) -> None:
+    """Make the next automatic ``column`` value of ``table`` larger than ``after``."""
+    if after <= 0:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), {int(after)})")
+    elif conn.dialect.name == "sqlite":
+        updated = conn.exec_driver_sql(
+            f"UPDATE sqlite_sequence SET seq = max(seq, {int(after)}) WHERE name = '{table}'"
+        ).rowcount
+        if not updated:
+            conn.exec_driver_sql(f"INSERT INTO sqlite_sequence (name, seq) VALUES ('{table}', {int(after)})")

@@ -1,0 +1,231 @@
+"""Row-level pieces several catalog modules share: nodes as :class:`Node`, new versions
+with their extents, and chunk rows with their reference counts. Each helper works
+inside a transaction its caller opened; none opens one.
+
+A chunk's ``refcount`` counts the extents (of live and retired versions) and manifests
+that use it; gc deletes only chunks at zero, after a grace period (``davfs.gc``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+
+from davfs.catalog.db import new_id
+from davfs.catalog.schema import chunks, extents, nodes, versions
+from davfs.chunk import ChunkMeta, ChunkRef
+from davfs.errors import ChunkCollected, NotAFolder, NotFound
+
+ABSENT = -1
+"""``expect_version`` for "the file must not exist yet" (version ids are positive)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A folder or file as the adapters see it (one row of the tree plus its version)."""
+
+    id: int
+    parent_id: int | None
+    name: str
+    is_dir: bool
+    created: float
+    modified: float
+    version_id: int | None
+    size: int
+    etag: str | None
+
+
+NODE_COLUMNS = (
+    nodes.c.id,
+    nodes.c.parent_id,
+    nodes.c.name,
+    nodes.c.is_dir,
+    nodes.c.created,
+    nodes.c.modified,
+    nodes.c.version_id,
+    versions.c.size,
+    versions.c.etag,
+)
+NODE_FROM = nodes.outerjoin(versions, nodes.c.version_id == versions.c.id)
+# Built once: path resolution runs these for every request.
+NODE_BY_ID = select(*NODE_COLUMNS).select_from(NODE_FROM).where(nodes.c.id == bindparam("node_id"))
+CHILD_BY_NAME = (
+    select(*NODE_COLUMNS)
+    .select_from(NODE_FROM)
+    .where(nodes.c.parent_id == bindparam("parent_id"), nodes.c.name == bindparam("name"))
+)
+_IS_DIR = select(nodes.c.is_dir).where(nodes.c.id == bindparam("node_id"))
+
+
+def node_of(row: Any) -> Node:
+    """A Node from a row of ``NODE_COLUMNS`` (by position: listings build thousands)."""
+    node_id, parent_id, name, is_dir, created, modified, version_id, size, etag = row
+    return Node(node_id, parent_id, name, bool(is_dir), created, modified, version_id, size or 0, etag)
+
+
+def content_etag(chunk_hashes: Iterable[str], size: int) -> str:
+    """Strong ETag derived from content: equal bytes give equal tags, across instances."""
+    digest = hashlib.sha256(str(size).encode())
+    for chunk_hash in chunk_hashes:
+        digest.update(chunk_hash.encode())
+    return digest.hexdigest()[:32]
+
+
+def require_folder(conn: Connection, folder_id: int) -> None:
+    is_dir = conn.scalar(_IS_DIR, {"node_id": folder_id})
+    if is_dir is None:
+        raise NotFound(f"folder {folder_id}")
+    if not is_dir:
+        raise NotAFolder(f"node {folder_id}")
+
+
+def insert_node(
+    conn: Connection,
+    parent_id: int,
+    name: str,
+    *,
+    is_dir: bool,
+    version_id: int | None,
+    created: float,
+    modified: float,
+    node_id: int | None = None,
+) -> int:
+    """Insert a node; ``node_id`` keeps a recovered node's id, else the database picks one."""
+    values = {"id": node_id} if node_id is not None else {}
+    statement = insert(nodes).values(
+        parent_id=parent_id,
+        name=name,
+        is_dir=is_dir,
+        version_id=version_id,
+        created=created,
+        modified=modified,
+        **values,
+    )
+    return new_id(conn.execute(statement))
+
+
+def insert_version(
+    conn: Connection, node_id: int, size: int, etag: str, parts: Sequence[tuple[str, int]], now: float
+) -> int:
+    """A new version of a node, made of whole chunks (ChunkHash, length) in order."""
+    version_id = new_id(
+        conn.execute(insert(versions).values(node_id=node_id, size=size, etag=etag, created=now))
+    )
+    if parts:
+        conn.execute(
+            insert(extents),
+            [
+                {"version_id": version_id, "seq": seq, "chunk_hash": h, "offset": 0, "length": n}
+                for seq, (h, n) in enumerate(parts)
+            ],
+        )
+    return version_id
+
+
+def retire(conn: Connection, version_id: int | None, now: float) -> None:
+    """A replaced version stops being current but keeps its chunks until gc."""
+    if version_id is not None:
+        conn.execute(update(versions).where(versions.c.id == version_id).values(retired=now))
+
+
+def chunk_row(chunk: ChunkRef, *, refcount: int, now: float) -> dict[str, Any]:
+    """A ``chunks`` row for a stored chunk; unreferenced (gc may take it later) if refcount is 0."""
+    meta = chunk.meta
+    return {
+        "chunk_hash": meta.chunk_hash,
+        "locator": chunk.locator,
+        "size": meta.size,
+        "block_size": meta.block_size,
+        "block_hashes": meta.block_hashes,
+        "refcount": refcount,
+        "unreferenced_since": None if refcount else now,
+        "created": now,
+    }
+
+
+def chunk_of(row: Any) -> ChunkRef:
+    """A ChunkRef from a ``chunks`` row (the catalog records format 1 chunks only so far)."""
+    return ChunkRef(row.locator, ChunkMeta(row.chunk_hash, row.size, row.block_size, bytes(row.block_hashes)))
+
+
+CHUNK_COLUMNS = (
+    chunks.c.chunk_hash,
+    chunks.c.locator,
+    chunks.c.size,
+    chunks.c.block_size,
+    chunks.c.block_hashes,
+)
+
+
+def reference_chunks(
+    conn: Connection, stored: Sequence[ChunkRef], *, gc_epoch: int | None = None, now: float | None = None
+) -> None:
+    """Count a new version's (or manifest's) references; chunks the catalog has not
+    seen get a row.
+
+    A known chunk takes the locator just stored: in a store that is not
+    content-addressed (Telegram) an upload stores a chunk again when its old copy is
+    gone, and the old locator must not outlive that. A chunk gc is deleting, or deleted
+    after ``gc_epoch``, at the locator just stored may be gone from the store although
+    the upload put it there: :class:`ChunkCollected`."""
+    now = time.time() if now is None else now
+    first = {c.chunk_hash: c for c in stored}
+    counts = Counter(c.chunk_hash for c in stored)
+    collected = conn.execute(
+        select(chunks.c.chunk_hash, chunks.c.locator, chunks.c.deleting, chunks.c.deleted_epoch).where(
+            chunks.c.chunk_hash.in_(list(first)),
+            or_(chunks.c.deleting.is_not(None), chunks.c.deleted_epoch.is_not(None)),
+        )
+    ).all()
+    for row in collected:
+        chunk = first[row.chunk_hash]
+        if row.deleted_epoch is not None and (gc_epoch is None or row.deleted_epoch > gc_epoch):
+            raise ChunkCollected(chunk.chunk_hash[:16])  # deleted after this upload began
+        if row.deleted_epoch is None and row.locator == chunk.locator:
+            raise ChunkCollected(chunk.chunk_hash[:16])  # being deleted right now
+        if row.deleted_epoch is not None:  # deleted before this upload stored it anew
+            conn.execute(
+                update(chunks)
+                .where(chunks.c.chunk_hash == row.chunk_hash)
+                .values(
+                    **chunk_row(chunk, refcount=0, now=now),
+                    deleting=None,
+                    deleted_epoch=None,
+                    deleted_at=None,
+                )
+            )
+        else:  # gc deletes the old locator; this upload stored a new one
+            conn.execute(update(chunks).where(chunks.c.chunk_hash == row.chunk_hash).values(deleting=None))
+    unknown = add_references(conn, counts, {h: c.locator for h, c in first.items()})
+    for chunk_hash, count in unknown.items():
+        conn.execute(insert(chunks).values(**chunk_row(first[chunk_hash], refcount=count, now=now)))
+
+
+def add_references(
+    conn: Connection, counts: Counter[str], locators: Mapping[str, str] | None = None
+) -> Counter[str]:
+    """Raise reference counts of known chunks (and set their locators, if given);
+    return the counts of unknown ones."""
+    unknown: Counter[str] = Counter()
+    for chunk_hash, count in counts.items():
+        values: dict[str, Any] = {"refcount": chunks.c.refcount + count, "unreferenced_since": None}
+        if locators is not None:  # a fresh copy was just stored: whatever was damaged is healed
+            values.update(locator=locators[chunk_hash], damaged=None)
+        updated = conn.execute(
+            update(chunks).where(chunks.c.chunk_hash == chunk_hash).values(**values)
+        ).rowcount
+        if not updated:
+            unknown[chunk_hash] = count
+    return unknown
+
+
+TOMBSTONE = and_(
+    chunks.c.deleted_epoch.is_not(None), chunks.c.deleting.is_(None), chunks.c.unreferenced_since.is_(None)
+)
+"""A chunk gc deleted from the store; the row stays so uploads from before can be refused."""

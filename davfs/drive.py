@@ -1,0 +1,220 @@
+"""The Drive: one catalog and one chunk store, opened once from the configuration, and
+the operations both adapters (the WebDAV provider and the command line) need.
+
+Everything with a rule about data lives below this line, so the server and the CLI
+cannot drift apart: a read takes a snapshot, refuses a file ``fsck --repair`` marked
+damaged and fetches the first block it needs before anything is sent
+(:meth:`Drive.open_read` → :class:`~davfs.reader.ChunkReader`); a write streams into
+chunks and commits in one transaction, with the modification time the client gave
+(:meth:`Drive.open_write` → :class:`~davfs.writer.ChunkWriter`). The Drive also owns
+what runs beside requests: the executors that fetch and store chunks, and the
+background jobs (manifests, gc, catalog backups), started by the server only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from davfs.backup import backup_schedule
+from davfs.catalog import Catalog, Node
+from davfs.config import DavfsConfig
+from davfs.errors import DamagedFile, NotAFile, NotAFolder, NotFound
+from davfs.gc import gc_schedule
+from davfs.manifest import ManifestWriter
+from davfs.paths import split_path
+from davfs.periodic import Periodic
+from davfs.reader import ChunkReader
+from davfs.stores import LocalStore, open_store
+from davfs.stores.base import ChunkStore
+from davfs.writer import ChunkWriter, UploadTarget
+
+IO_THREADS = 16
+"""Threads per direction that fetch or store chunks for all transfers together."""
+QUOTA_CACHE_SECONDS = 1.0
+"""Finder asks for the quota with every listing; the figure may be this old."""
+
+
+class Drive:
+    """A catalog and a store served as one tree of files."""
+
+    def __init__(self, config: DavfsConfig, *, store: ChunkStore | None = None) -> None:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.catalog = Catalog(config.catalog_url)
+        try:
+            self.store = store or open_store(config.store, telegram=config.telegram, data_dir=config.data_dir)
+        except BaseException:
+            self.catalog.close()
+            raise
+        # Separate pools: downloads' read-ahead must not queue behind uploads' store
+        # calls (an fsync here, a slow Telegram send there).
+        self._reads = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="davfs-read")
+        self._writes = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="davfs-write")
+        self.manifests = ManifestWriter(self.catalog, self.store, interval=config.manifest_interval)
+        self._jobs: list[Periodic] = []
+        self._quota_lock = threading.Lock()
+        self._quota: tuple[float, int | None, int | None] = (float("-inf"), None, None)
+
+    def __enter__(self) -> Drive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start_jobs(self) -> None:
+        """Start the server's background jobs: manifests, gc, catalog backups."""
+        config = self.config
+        self.manifests.start()
+        self._jobs = [
+            gc_schedule(self.catalog, self.store, interval=config.gc_interval, grace=config.gc_grace),
+            backup_schedule(
+                self.catalog,
+                self.store,
+                interval=config.backup_interval,
+                keep=config.backup_keep,
+                part_size=config.chunk_size,
+            ),
+        ]
+        for job in self._jobs:
+            job.start()
+
+    def close(self) -> None:
+        """Stop the jobs, write the last manifest, close the store and the catalog."""
+        self._reads.shutdown(wait=False, cancel_futures=True)
+        self._writes.shutdown(wait=True, cancel_futures=True)
+        for job in self._jobs:
+            job.close()
+        self.manifests.close()
+        self.store.close()
+        self.catalog.close()
+
+    # --- looking things up ----------------------------------------------------------
+
+    def resolve(self, path: str) -> Node | None:
+        """The node at ``path``, or None."""
+        return self.catalog.tree.resolve(split_path(path))
+
+    def node(self, path: str) -> Node:
+        node = self.resolve(path)
+        if node is None:
+            raise NotFound(path)
+        return node
+
+    def parent_of(self, path: str) -> tuple[Node, str]:
+        """The folder that holds (or would hold) ``path``, and the last name in it."""
+        segments = split_path(path)
+        if not segments:
+            raise NotAFile("/")
+        parent_path = "/" + "/".join(segments[:-1])
+        parent = self.node(parent_path)
+        if not parent.is_dir:
+            raise NotAFolder(parent_path)
+        return parent, segments[-1]
+
+    def children(self, folder_id: int) -> list[Node]:
+        return self.catalog.tree.children(folder_id)
+
+    def dead_props(self, node_id: int) -> dict[str, str]:
+        return self.catalog.tree.dead_props(node_id)
+
+    def children_dead_props(self, folder_id: int) -> dict[int, dict[str, str]]:
+        return self.catalog.tree.children_dead_props(folder_id)
+
+    def quota(self) -> tuple[int | None, int | None]:
+        """(used, available) bytes, at most :data:`QUOTA_CACHE_SECONDS` old."""
+        with self._quota_lock:
+            stamp, used, available = self._quota
+            if time.monotonic() - stamp > QUOTA_CACHE_SECONDS:
+                used, available = self.catalog.tree.used_bytes(), self._available_bytes()
+                self._quota = (time.monotonic(), used, available)
+            return used, available
+
+    def _available_bytes(self) -> int | None:
+        """Free space where the local store keeps its chunks (unknown for Telegram)."""
+        if not isinstance(self.store, LocalStore):
+            return None
+        try:
+            return shutil.disk_usage(self.store.root).free
+        except OSError:
+            return None
+
+    def health(self) -> dict[str, Any]:
+        """What a load balancer needs to know; raises if the catalog does not answer."""
+        return {"status": "ok", "catalog_schema": self.catalog.db.schema_version()}
+
+    # --- reading and writing files ---------------------------------------------------
+
+    def open_read(
+        self, path: str, *, node: Node | None = None, start: int = 0, end: int | None = None
+    ) -> ChunkReader:
+        """A verifying reader over the current version of the file at ``path`` (or of
+        ``node``, already resolved), as it is now: later changes to the file do not
+        reach it. The block at ``start`` is fetched and verified before this returns,
+        so a damaged or missing chunk there is an error now rather than a cut-short
+        body; ``end`` (exclusive) is where the caller will stop reading."""
+        node = node or self.node(path)
+        if node.is_dir or node.version_id is None:
+            raise NotAFile(path)
+        snapshot = self.catalog.tree.snapshot(node.version_id, path)
+        if snapshot.damaged:
+            raise DamagedFile(path, snapshot.damaged)
+        reader = ChunkReader(snapshot, self.store, self._reads, window=self.config.prefetch_blocks)
+        try:
+            reader.prime(start, end)
+        except BaseException:
+            reader.close()
+            raise
+        return reader
+
+    def open_write(
+        self,
+        parent_id: int,
+        name: str,
+        *,
+        path: str,
+        size: int | None,
+        mtime: float | None = None,
+        expect_version: int | None = None,
+    ) -> ChunkWriter:
+        """A writer for new content of parent/name; nothing is visible until its
+        ``close()`` commits, in one transaction, with ``mtime`` (else the commit's time).
+        ``size`` is what the client announced (None: unknown); ``expect_version``
+        makes the commit conditional (see :class:`~davfs.writer.UploadTarget`)."""
+        return ChunkWriter(
+            UploadTarget(parent_id, name, path, expect_version=expect_version),
+            self.catalog.uploads,
+            self.store,
+            self._writes,
+            expected_size=size,
+            chunk_size=self.config.chunk_size,
+            in_flight=self.config.upload_in_flight,
+            mtime=mtime,
+        )
+
+    # --- changing the tree -----------------------------------------------------------
+
+    def mkdir(self, parent_id: int, name: str) -> Node:
+        return self.catalog.tree.mkdir(parent_id, name)
+
+    def create_empty_file(self, parent_id: int, name: str) -> Node:
+        return self.catalog.tree.create_empty_file(parent_id, name)
+
+    def delete(self, node: Node, *, recursive: bool) -> None:
+        self.catalog.tree.delete(node, recursive=recursive)
+
+    def move(self, node_id: int, parent_id: int, name: str) -> None:
+        self.catalog.tree.move(node_id, parent_id, name)
+
+    def copy(self, node_id: int, parent_id: int, name: str) -> Node:
+        return self.catalog.tree.copy_node(node_id, parent_id, name)
+
+    def set_modified(self, node_id: int, mtime: float) -> None:
+        self.catalog.tree.set_modified(node_id, mtime)
+
+    def set_dead_props(self, node_id: int, changes: Mapping[str, str | None]) -> None:
+        self.catalog.tree.set_dead_props(node_id, changes)
