@@ -716,7 +716,8 @@ def workload_propfind(targets: list[Target], n_files: int, rounds: int, budget: 
 
 def workload_small(targets: list[Target], count: int, budget: Budget) -> None:
     """(5) sequential PUTs of 4 KiB files, then GETs of them, one connection per server,
-    in batches of 100 alternating servers."""
+    in batches of 100 alternating servers. Each PUT carries the file's modification
+    time in ``X-OC-Mtime``, as rclone and ownCloud clients send it."""
     bodies = [_small_body("small", i, 4096) for i in range(count)]
     put_time = {t.spec.key: 0.0 for t in targets}
     get_time = {t.spec.key: 0.0 for t in targets}
@@ -729,7 +730,12 @@ def workload_small(targets: list[Target], count: int, budget: Budget) -> None:
             t0 = time.perf_counter()
             for i in range(start, min(count, start + 100)):
                 budget.check("small PUTs")
-                status, _, _ = t.client.request("PUT", f"/small/s{i:05d}.bin", body=bodies[i])
+                status, _, _ = t.client.request(
+                    "PUT",
+                    f"/small/s{i:05d}.bin",
+                    body=bodies[i],
+                    headers={"X-OC-Mtime": str(1_600_000_000 + i)},
+                )
                 expect(status, (201, 204), f"{t.label}: PUT /small/s{i:05d}.bin")
             put_time[t.spec.key] += time.perf_counter() - t0
     for start in range(0, count, 100):
