@@ -110,13 +110,8 @@ def restore_catalog(catalog: Catalog, store: ChunkStore, backup: Backup, *, repl
         header = json.loads(packed.readline())
         if header.get("format") != FORMAT:
             raise CatalogError(f"backup {backup.locator} is not a davfs catalog backup")
-        if int(header.get("schema", 0)) != SCHEMA_VERSION:
-            raise CatalogError(
-                f"backup {backup.locator} has catalog schema {header.get('schema')}, this davfs "
-                f"{SCHEMA_VERSION}; restore it with the davfs version that made it"
-            )
         rows = ((table, _decode(row)) for table, row in map(json.loads, packed))
-        loaded = catalog.dump.load_rows(rows, replace=replace)
+        loaded = catalog.dump.load_rows(rows, schema_version=int(header.get("schema", 0)), replace=replace)
     catalog.oplog.continue_after(int(header.get("last_seq", 0)))
     return loaded
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from davfs.catalog import ROOT_ID, Catalog
+from davfs.catalog import ROOT_ID, Catalog, schema
 from davfs.chunk import ChunkMeta
 from davfs.cli import main as cli_main
 from davfs.errors import ChunkCollected
@@ -283,9 +283,12 @@ def test_a_schema_2_catalog_is_brought_forward(tmp_path: Path):
         db.execute("ALTER TABLE chunks DROP COLUMN deleted_epoch")
         db.execute("ALTER TABLE chunks DROP COLUMN deleted_at")
         db.execute("ALTER TABLE chunks DROP COLUMN damaged")
+        db.execute("DROP INDEX ix_nodes_fold")  # schema 4's
+        db.execute("ALTER TABLE nodes DROP COLUMN fold")
+        db.execute("DROP TABLE locks")
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     catalog = Catalog(f"sqlite:///{path}")
-    assert catalog.db.schema_version() == 3 and catalog.uploads.gc_epoch() == 0
+    assert catalog.db.schema_version() == schema.SCHEMA_VERSION and catalog.uploads.gc_epoch() == 0
     store = LocalStore(tmp_path / "store")
     upload(catalog, store, "f", b"abc").close()
     node = catalog.tree.resolve(["f"])

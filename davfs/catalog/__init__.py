@@ -13,7 +13,8 @@ chunk references):
 - :mod:`~davfs.catalog.oplog` — typed change entries until a manifest holds them
   (``davfs.manifest``);
 - :mod:`~davfs.catalog.dump` — every row out and in, and recovered trees
-  (``davfs.backup``, ``davfs recover``).
+  (``davfs.backup``, ``davfs recover``);
+- :mod:`~davfs.catalog.locks` — WebDAV locks (``davfs.locks``, for wsgidav's lock manager).
 
 Written against SQLAlchemy Core with nothing engine-specific outside ``dialect.py``.
 """
@@ -24,6 +25,7 @@ from davfs.catalog.db import ROOT_ID, Database
 from davfs.catalog.dump import Dump, RecoveredNode
 from davfs.catalog.fsck import FsckQueries
 from davfs.catalog.gc import GcQueries
+from davfs.catalog.locks import LockTable
 from davfs.catalog.oplog import OpLog
 from davfs.catalog.rows import ABSENT, Node, content_etag
 from davfs.catalog.tree import Tree
@@ -41,6 +43,7 @@ class Catalog:
         self.fsck = FsckQueries(self.db, self.tree)
         self.oplog = OpLog(self.db)
         self.dump = Dump(self.db, self.tree)
+        self.locks = LockTable(self.db)
 
     @property
     def url(self) -> str:

@@ -97,7 +97,10 @@ class Database:
                     f"({schema.SCHEMA_VERSION}); upgrade davfs"
                 )
             while version < schema.SCHEMA_VERSION:
-                schema.MIGRATIONS[version](conn)
+                step = schema.MIGRATIONS[version]
+                for change in (step.ddl, step.backfill):
+                    if change is not None:
+                        change(conn)
                 version += 1
             conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
 

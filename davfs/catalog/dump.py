@@ -58,15 +58,27 @@ class Dump:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
                 for table in schema.metadata.sorted_tables:
+                    if table.name in schema.EPHEMERAL:
+                        continue
                     result = conn.execution_options(yield_per=1000).execute(select(table))
                     for row in result:
                         yield table.name, dict(row._mapping)
 
-    def load_rows(self, rows: Iterable[tuple[str, dict[str, Any]]], *, replace: bool = False) -> int:
+    def load_rows(
+        self, rows: Iterable[tuple[str, dict[str, Any]]], *, schema_version: int, replace: bool = False
+    ) -> int:
         """Fill this empty catalog (or, with ``replace``, this one instead of what it
-        holds) with dumped rows in one transaction: parents before children, whatever
-        order the dump has, and every id sequence continued after the loaded rows.
-        Returns the number of rows."""
+        holds) with rows dumped from a catalog of ``schema_version`` (this one's or
+        older), in one transaction: parents before children, whatever order the dump
+        has, every id sequence continued after the loaded rows, and what later schema
+        versions added filled in. Returns the number of rows."""
+        if schema_version < 1:
+            raise CatalogError("the backup names no catalog schema; it is not a davfs catalog backup")
+        if schema_version > schema.SCHEMA_VERSION:
+            raise CatalogError(
+                f"the backup has catalog schema {schema_version}, newer than this davfs "
+                f"({schema.SCHEMA_VERSION}); restore it with a davfs as new as the one that made it"
+            )
         if not replace and not self._tree.is_empty():
             raise CatalogError("the catalog is not empty; restore only into an empty catalog")
         tables = {table.name: table for table in schema.metadata.sorted_tables}
@@ -82,6 +94,8 @@ class Dump:
                 if name == "nodes":
                     tree.append(row)
                     continue
+                if name == "meta" and row.get("key") == "schema_version":
+                    row = {**row, "value": str(schema.SCHEMA_VERSION)}  # what it is once filled in
                 batch = pending.setdefault(name, [])
                 batch.append(row)
                 if len(batch) >= BATCH:
@@ -100,6 +114,10 @@ class Dump:
             for table, column in (("versions", "id"), ("uploads", "id"), ("oplog", "seq")):
                 largest = conn.scalar(select(func.max(tables[table].c[column])))
                 continue_sequence(conn, table, column, int(largest or 0))
+            for version in range(schema_version, schema.SCHEMA_VERSION):
+                backfill = schema.MIGRATIONS[version].backfill
+                if backfill is not None:
+                    backfill(conn)
         return loaded
 
     def load_tree(

@@ -99,6 +99,7 @@ def insert_node(
     """Insert a node; ``node_id`` keeps a recovered node's id, else the database picks one."""
     values = {"id": node_id} if node_id is not None else {}
     statement = insert(nodes).values(
+        fold=name.casefold(),
         parent_id=parent_id,
         name=name,
         is_dir=is_dir,

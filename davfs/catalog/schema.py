@@ -6,7 +6,8 @@ a catalog made by an older davfs is brought forward in place when it is opened.
 Data model (see ``shared/design.md``)::
 
     nodes      the tree: unique (parent_id, name), case-preserving; a file points at its
-               current version
+               current version; ``fold`` is the name case-folded, so a name that differs
+               from a sibling's only by case (which Windows cannot tell apart) is found
     versions   one committed content of a file: size and ETag; ``retired`` is set when
                it is replaced or deleted (gc drops it after the grace period)
     extents    ordered (chunk, offset, length) runs that make up a version
@@ -22,11 +23,14 @@ Data model (see ``shared/design.md``)::
                so a crash leaves something gc can find
     oplog      every change, as a JSON entry written in the change's own transaction,
                until a manifest in the store holds it (design invariant 6)
+    locks      WebDAV locks (token, locked path, owner, expiry), shared by every
+               instance on the catalog; never backed up (they expire within a day)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import (
     BigInteger,
@@ -43,6 +47,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
+    select,
+    update,
 )
 
 metadata = MetaData()
@@ -64,6 +71,7 @@ nodes = Table(
     Column("version_id", BigInteger, nullable=True),
     Column("created", Float, nullable=False),
     Column("modified", Float, nullable=False),
+    Column("fold", Text, nullable=True),
     UniqueConstraint("parent_id", "name", name="uq_nodes_parent_name"),
     # Ids are never reused: retired versions, journals and logs keep pointing at the
     # node they meant (SQLite would otherwise hand out a deleted row's id again).
@@ -145,15 +153,49 @@ oplog = Table(
     sqlite_autoincrement=True,
 )
 
-SCHEMA_VERSION = 3
+Index("ix_nodes_fold", nodes.c.parent_id, nodes.c.fold)
 
-Migration = Callable[[Connection], None]
+locks = Table(
+    "locks",
+    metadata,
+    Column("token", String(100), primary_key=True),
+    Column("root", Text, nullable=False),
+    Column("principal", Text, nullable=True),
+    Column("scope", String(16), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("depth", String(16), nullable=False),
+    Column("owner", Text, nullable=False),
+    Column("timeout", Float, nullable=False),
+    Column("expire", Float, nullable=False),
+)
+Index("ix_locks_root", locks.c.root)
+Index("ix_locks_principal", locks.c.principal)
+
+EPHEMERAL = frozenset({"locks"})
+"""Tables backups leave out."""
+
+SCHEMA_VERSION = 4
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step from a schema version to the next: ``ddl`` changes the tables of an
+    existing catalog (new tables are made by ``create_all`` before it runs);
+    ``backfill`` fills what the step added from the rows already there. A backup of an
+    older schema is restored into the current tables and then given every later
+    backfill, so old backups stay restorable."""
+
+    ddl: Callable[[Connection], None] | None = None
+    backfill: Callable[[Connection], None] | None = None
+
 
 MIGRATIONS: dict[int, Migration] = {
-    # from_version: function bringing the schema to from_version + 1.
-    # Version 1 is the first; add entries here as the schema evolves.
-    1: lambda conn: None,  # 2 adds the oplog table, which create_all has already made
-    2: lambda conn: _add_gc_columns(conn),
+    # from_version: the step bringing the schema to from_version + 1.
+    1: Migration(),  # 2 adds the oplog table, which create_all has already made
+    2: Migration(ddl=lambda conn: _add_gc_columns(conn)),
+    3: Migration(
+        ddl=lambda conn: _add_fold_column(conn), backfill=lambda conn: fold_names(conn)
+    ),  # and locks
 }
 
 
@@ -163,3 +205,20 @@ def _add_gc_columns(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE chunks ADD COLUMN deleted_epoch BIGINT")
     conn.exec_driver_sql("ALTER TABLE chunks ADD COLUMN deleted_at FLOAT")
     conn.exec_driver_sql("ALTER TABLE chunks ADD COLUMN damaged TEXT")
+
+
+def _add_fold_column(conn: Connection) -> None:
+    """Schema 4: names case-folded, for the Windows rule against names that differ only
+    by case (the ``locks`` table is new in 4 too)."""
+    conn.exec_driver_sql("ALTER TABLE nodes ADD COLUMN fold TEXT")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_nodes_fold ON nodes (parent_id, fold)")
+
+
+def fold_names(conn: Connection) -> None:
+    """Fill ``nodes.fold`` where it is empty."""
+    rows = conn.execute(select(nodes.c.id, nodes.c.name).where(nodes.c.fold.is_(None))).all()
+    for start in range(0, len(rows), 500):
+        conn.execute(
+            update(nodes).where(nodes.c.id == bindparam("node_id")).values(fold=bindparam("folded")),
+            [{"node_id": r.id, "folded": r.name.casefold()} for r in rows[start : start + 500]],
+        )

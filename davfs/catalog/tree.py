@@ -235,7 +235,9 @@ class Tree:
                 _delete_tree(conn, occupant, new_name, recursive=True)
             try:
                 moved = conn.execute(
-                    update(nodes).where(nodes.c.id == node_id).values(parent_id=new_parent_id, name=new_name)
+                    update(nodes)
+                    .where(nodes.c.id == node_id)
+                    .values(parent_id=new_parent_id, name=new_name, fold=new_name.casefold())
                 ).rowcount
             except SqlIntegrityError:
                 raise AlreadyExists(new_name) from None

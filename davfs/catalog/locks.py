@@ -1,0 +1,93 @@
+"""WebDAV locks in the catalog: what :class:`davfs.locks.DavfsLockStorage` keeps for
+wsgidav's lock manager.
+
+A lock is looked up by its token, by the path it locks, or by everything below a path
+(a range scan on the indexed path: ``/a/b/`` up to ``/a/b0``, as ``0`` follows ``/``),
+so no request reads every lock. Expired locks are invisible and deleted as they are
+met. Every instance on the catalog sees the same locks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, insert, select, update
+
+from davfs.catalog.db import Database
+from davfs.catalog.schema import locks
+
+LOCK_FIELDS = ("token", "root", "principal", "scope", "type", "depth", "owner", "timeout", "expire")
+
+_BY_TOKEN = select(locks).where(locks.c.token == bindparam("token"), locks.c.expire >= bindparam("now"))
+_AT = select(locks).where(locks.c.root == bindparam("root"), locks.c.expire >= bindparam("now"))
+_BELOW = select(locks).where(
+    locks.c.root > bindparam("low"), locks.c.root < bindparam("high"), locks.c.expire >= bindparam("now")
+)
+
+
+class LockTable:
+    """Locks as rows; every method is one transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        with self._db.read() as conn:
+            row = conn.execute(_BY_TOKEN, {"token": token, "now": time.time()}).first()
+        return None if row is None else dict(row._mapping)
+
+    def at(self, root: str, *, below: bool, itself: bool) -> list[dict[str, Any]]:
+        """Live locks on ``root`` itself and/or on paths below it."""
+        now = time.time()
+        found: list[Any] = []
+        with self._db.read() as conn:
+            if itself:
+                found += conn.execute(_AT, {"root": root, "now": now}).all()
+            if below:
+                prefix = root.rstrip("/")
+                found += conn.execute(_BELOW, {"low": prefix + "/", "high": prefix + "0", "now": now}).all()
+        return [dict(row._mapping) for row in found]
+
+    def add(self, lock: Mapping[str, Any], *, per_principal: int, in_total: int) -> bool:
+        """Store a new lock unless its principal already holds ``per_principal`` live
+        locks or the catalog ``in_total``; expired locks are dropped first."""
+        now = time.time()
+        with self._db.write() as conn:
+            conn.execute(delete(locks).where(locks.c.expire < now))
+            total = conn.scalar(select(func.count()).select_from(locks)) or 0
+            mine = conn.scalar(
+                select(func.count()).select_from(locks).where(_same_principal(lock.get("principal")))
+            )
+            if total >= in_total or (mine or 0) >= per_principal:
+                return False
+            conn.execute(insert(locks).values(**{name: lock[name] for name in LOCK_FIELDS}))
+        return True
+
+    def refresh(self, token: str, timeout: float) -> dict[str, Any] | None:
+        now = time.time()
+        with self._db.write() as conn:
+            changed = conn.execute(
+                update(locks)
+                .where(locks.c.token == token, locks.c.expire >= now)
+                .values(timeout=timeout, expire=now + timeout)
+            ).rowcount
+            row = conn.execute(_BY_TOKEN, {"token": token, "now": now}).first() if changed else None
+        return None if row is None else dict(row._mapping)
+
+    def remove(self, token: str) -> bool:
+        with self._db.write() as conn:
+            return bool(conn.execute(delete(locks).where(locks.c.token == token)).rowcount)
+
+    def remove_expired(self) -> int:
+        with self._db.write() as conn:
+            return int(conn.execute(delete(locks).where(locks.c.expire < time.time())).rowcount)
+
+    def clear(self) -> None:
+        with self._db.write() as conn:
+            conn.execute(delete(locks))
+
+
+def _same_principal(principal: str | None) -> Any:
+    return locks.c.principal.is_(None) if principal is None else locks.c.principal == principal
