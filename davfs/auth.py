@@ -10,9 +10,10 @@ config (``davfs hash-password``). The realm is therefore fixed (:data:`REALM`): 
 hash is bound to it.
 
 wsgidav's :class:`HTTPAuthenticator` does the protocol work; :class:`DavfsUsers` is its
-domain controller, and :class:`DavfsAuthenticator` adds two things around it: a
-malformed Basic header is a 401 rather than a 500, and a read-only user's write
-requests end in a 403 before they reach the provider.
+domain controller, and :class:`DavfsAuthenticator` adds three things around it: a
+malformed Basic header is a 401 rather than a 500, a read-only user's write requests
+end in a 403 before they reach the provider, and Windows' first OPTIONS is answered
+without a login.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from typing import Any
 import yaml
 from wsgidav.dc.base_dc import BaseDomainController
 from wsgidav.http_authenticator import HTTPAuthenticator
+from wsgidav.util import get_rfc1123_time
 
 from davfs.errors import ConfigError
+from davfs.http_policy import METHODS
 
 REALM = "davfs"
 """The authentication realm; part of every stored password hash, so never changed."""
@@ -195,11 +198,40 @@ def _set_roles(environ: dict[str, Any], user: User) -> None:
 
 
 class DavfsAuthenticator(HTTPAuthenticator):  # type: ignore[misc]
-    """wsgidav's authenticator, with read-only users held to :data:`READ_METHODS` and a
-    malformed Basic header answered like a wrong password (wsgidav raises on it: 500)."""
+    """wsgidav's authenticator, with read-only users held to :data:`READ_METHODS`, a
+    malformed Basic header answered like a wrong password (wsgidav raises on it: 500),
+    and an OPTIONS without credentials answered without a login.
+
+    Windows' mini-redirector sends its first OPTIONS without credentials and gives up
+    ("the folder you entered does not appear to be valid") when that is refused; IIS
+    answers it. The answer reveals only what any WebDAV server says of itself (the
+    DAV classes and the methods), the same for every path, so it tells nobody whether
+    a path exists; the next request asks for the login as before."""
 
     def __init__(self, wsgidav_app: Any, next_app: WsgiApp, config: dict[str, Any]) -> None:
         super().__init__(wsgidav_app, _refuse_writes_of_readers(next_app), config)
+        self._requires_login = config.get("davfs_users") is not None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if (
+            self._requires_login
+            and environ["REQUEST_METHOD"] == "OPTIONS"
+            and "HTTP_AUTHORIZATION" not in environ
+            and environ.get("CONTENT_LENGTH", "") in ("", "0")
+            and "HTTP_TRANSFER_ENCODING" not in environ
+        ):
+            start_response(
+                "200 OK",
+                [
+                    ("DAV", "1, 2"),
+                    ("MS-Author-Via", "DAV"),
+                    ("Allow", ", ".join(METHODS)),
+                    ("Content-Length", "0"),
+                    ("Date", get_rfc1123_time()),
+                ],
+            )
+            return [b""]
+        return super().__call__(environ, start_response)
 
     def handle_basic_auth_request(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         encoded = environ["HTTP_AUTHORIZATION"][len("Basic ") :].strip()

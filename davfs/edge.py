@@ -7,9 +7,7 @@ client's ``X-Request-ID`` if it is a sane token, else a new one), returns it in 
 response and logs one ``key=value`` line per request when its body is done: method,
 path, status, bytes, milliseconds, user. Credentials never appear: headers are not
 logged. ``/.davfs/health`` answers without authentication and is not part of the share
-(nothing under ``/.davfs/`` is): 200 when the catalog answers, 503 when it does not. An
-unread chunked PUT body is drained after the response, as cheroot does itself for
-bodies with a Content-Length (else the next "request" would be parsed from it).
+(nothing under ``/.davfs/`` is): 200 when the catalog answers, 503 when it does not.
 
 The body iterator wraps wsgidav's and keeps only plain values captured before the body
 started (first rule: it touches no environ, no catalog, no thread-local).
@@ -23,7 +21,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any
+from typing import Any
 
 from davfs.drive import Drive
 from davfs.http_policy import FACTS, plain_response, request_facts, target_problem
@@ -50,7 +48,7 @@ class Edge:
         line = {
             "id": request_id,
             "method": environ.get("REQUEST_METHOD", ""),
-            "path": environ.get("PATH_INFO", ""),
+            "path": _readable(environ.get("PATH_INFO", "")),
             "status": "",
             "in": environ.get("CONTENT_LENGTH") or "-",
         }
@@ -60,16 +58,14 @@ class Edge:
             line["user"] = environ.get("wsgidav.auth.user_name") or "-"
             return start_response(status, [*headers, ("X-Request-ID", request_id)], exc_info)
 
-        path = line["path"]
+        path = environ.get("PATH_INFO", "")
         if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
             return self._reserved(path, respond)
         facts = target_problem(environ) or request_facts(environ)
         if isinstance(facts, str):
             return _Logged(plain_response(respond, "400 Bad Request", facts), line, started)
         environ[FACTS] = facts
-        chunked = _is_chunked(environ)
-        unread = environ["wsgi.input"] if chunked else None
-        return _Logged(self._app(environ, respond), line, started, drain=unread)
+        return _Logged(self._app(environ, respond), line, started)
 
     def _reserved(self, path: str, respond: Callable[..., Any]) -> list[bytes]:
         if path != HEALTH_PATH:
@@ -95,23 +91,19 @@ class Edge:
         return [body]
 
 
-def _is_chunked(environ: dict[str, Any]) -> bool:
-    return "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+def _readable(raw_path: str) -> str:
+    """A WSGI path (its bytes as Latin-1 characters) as the name users see: UTF-8."""
+    return raw_path.encode("latin-1", "replace").decode("utf-8", "replace")
 
 
 class _Logged:
     """The response body, passed through; logs the request's line when it is closed."""
 
-    def __init__(
-        self, body: Iterable[bytes], line: dict[str, str], started: float, *, drain: IO[bytes] | None = None
-    ) -> None:
+    def __init__(self, body: Iterable[bytes], line: dict[str, str], started: float) -> None:
         self._body = body
         self._line = line
         self._started = started
         self._sent = 0
-        self._drain = drain
-        """A chunked request body the app may not have read to its end: read after the
-        response, or cheroot would parse what is left as the next request."""
 
     def __iter__(self) -> Iterator[bytes]:
         for piece in self._body:
@@ -123,9 +115,6 @@ class _Logged:
             close = getattr(self._body, "close", None)
             if close is not None:
                 close()
-            if self._drain is not None:
-                while self._drain.read(1024 * 1024):
-                    pass
         finally:
             line = self._line
             milliseconds = (time.monotonic() - self._started) * 1000

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import unquote, unquote_to_bytes, urlsplit
+from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
 from wsgidav import util
 from wsgidav.dav_error import (
@@ -50,6 +50,21 @@ from davfs.paths import split_path
 
 log = logging.getLogger(__name__)
 
+METHODS = (
+    "OPTIONS",
+    "GET",
+    "HEAD",
+    "PROPFIND",
+    "PUT",
+    "DELETE",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "PROPPATCH",
+    "LOCK",
+    "UNLOCK",
+)
+"""Every method the share answers; others get 405 with this list in Allow."""
 FACTS = "davfs.request"
 """The environ key of a request's :class:`RequestFacts`."""
 MAX_XML_BODY = 1024 * 1024
@@ -165,6 +180,8 @@ class RequestPolicy(BaseMiddleware):  # type: ignore[misc]
         problem = _method_problem(environ) or _buffer_body(environ)
         if problem is not None:
             return plain_response(start_response, *problem)
+        if "HTTP_IF" in environ:
+            environ["HTTP_IF"] = if_header_with_paths(environ["HTTP_IF"])
         if environ["REQUEST_METHOD"] == "LOCK":
             environ["HTTP_TIMEOUT"] = bounded_lock_timeout(environ.get("HTTP_TIMEOUT", ""))
         if _HUGE_NUMBER.search(environ.get("HTTP_RANGE", "")):
@@ -175,6 +192,8 @@ class RequestPolicy(BaseMiddleware):  # type: ignore[misc]
 
 def _method_problem(environ: dict[str, Any]) -> tuple[str, str] | None:
     method = environ["REQUEST_METHOD"]
+    if method not in METHODS:  # wsgidav logs an ERROR for every one
+        return "405 Method Not Allowed", f"{method[:20]!r} is not a method of this server"
     if_header = environ.get("HTTP_IF")
     if if_header is not None and not valid_if_header(if_header):
         return "400 Bad Request", "the If header is malformed (RFC 4918 section 10.4)"
@@ -236,6 +255,32 @@ def valid_if_header(value: str) -> bool:
     return lists > 0
 
 
+def if_header_with_paths(value: str) -> str:
+    """The (valid) If header with every resource tag as the percent-encoded path
+    wsgidav compares it with, in both its folder and file spelling. Clients tag with
+    absolute URLs (davfs2, cadaver, neon), which wsgidav never matches: it would skip
+    their conditions and let the request through unconditionally."""
+    tagged: list[tuple[str | None, list[str]]] = []  # (resource tag, its tokens)
+    depth = 0
+    for token in _if_tokens(value) or []:
+        if token.startswith("<") and depth == 0:
+            tagged.append((token, []))
+            continue
+        if not tagged:
+            tagged.append((None, []))
+        tagged[-1][1].append(token)
+        depth += (token == "(") - (token == ")")
+    parts: list[str] = []
+    for tag, lists in tagged:
+        if tag is None:
+            parts.append(" ".join(lists))
+            continue
+        path = quote(unquote(urlsplit(tag[1:-1]).path)).rstrip("/") or "/"
+        for spelling in sorted({path, path + "/"} if path != "/" else {path}):
+            parts.append(f"<{spelling}> {' '.join(lists)}")
+    return " ".join(parts)
+
+
 def bounded_lock_timeout(header: str) -> str:
     """The Timeout header of a LOCK, held to :data:`LOCK_TIMEOUT_MAX`."""
     for choice in header.split(","):
@@ -282,9 +327,10 @@ def _buffer_body(environ: dict[str, Any]) -> tuple[str, str] | None:
 def plain_response(start_response: Callable[..., Any], status: str, message: str) -> list[bytes]:
     """A short text answer: the status and why."""
     body = f"{status}: {message}\n".encode()
-    start_response(
-        status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-    )
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    if status.startswith("405"):
+        headers.append(("Allow", ", ".join(METHODS)))
+    start_response(status, headers)
     return [body]
 
 

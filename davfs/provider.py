@@ -241,8 +241,7 @@ class _NodeResource:
         it to clear a destination, after checking the whole tree for locks, and expect
         the whole tree to go."""
         if self._replaced_by_copy_or_move():
-            self.remove_all_locks(recursive=False)  # type: ignore[attr-defined]
-            return
+            return  # its locks stay: the file that takes its place joins them (RFC 4918 7.7)
         node = self._require_node()
         recursive = self.environ.get("REQUEST_METHOD") != "DELETE"
         with dav_errors():

@@ -5,8 +5,9 @@ The path from here to a chunk: :func:`build_app` opens the :class:`~davfs.drive.
 and hands that to wsgidav's ``WsgiDAVApp`` (auth, If-headers, locks, XML) with davfs's
 own middleware (:mod:`davfs.http_policy`), behind :class:`~davfs.edge.Edge` (request
 ids, access log, health endpoint). :func:`make_server` puts the app on a
-cheroot server sized for long transfers: many worker threads (each transfer holds
-one for its whole duration) and a socket timeout long enough for slow clients.
+cheroot server (:mod:`davfs.serving`) sized for long transfers: many worker threads (each
+transfer holds one for its whole duration) and a socket timeout long enough for slow
+clients, while connections that have not sent a whole request head hold none.
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from cheroot import wsgi
-from cheroot.ssl.builtin import BuiltinSSLAdapter
 from redis.exceptions import RedisError
 from wsgidav.default_conf import DEFAULT_CONFIG
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.http_authenticator import HTTPAuthenticator
-from wsgidav.lock_man.lock_storage import LockStorageShelve
 from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
 from wsgidav.util import dynamic_instantiate_class_from_opts
 from wsgidav.wsgidav_app import WsgiDAVApp
@@ -44,15 +43,15 @@ from davfs.drive import Drive
 from davfs.edge import Edge
 from davfs.errors import ConfigError
 from davfs.http_policy import ErrorPages, RequestPolicy
+from davfs.locks import DavfsLockStorage
 from davfs.provider import DavfsProvider
+from davfs.serving import MAX_HEAD, DavfsServer, ShortHandshakeSSLAdapter
 from davfs.stores.base import ChunkStore
 
 WSGI_IO_SIZE = 1024 * 1024
 """wsgidav's read/write size per call: its default of 8 KiB is the GET/PUT bottleneck.
 Equal to the BlockHash block size, so a GET hands out whole verified blocks uncopied."""
 
-MAX_REQUEST_HEAD = 64 * 1024
-"""Largest request line plus headers; Windows' longest If: headers are far below this."""
 
 _WSGIDAV_DEFAULTS: dict[str, Any] = {
     "verbose": 1,
@@ -103,7 +102,7 @@ def build_app(config: DavfsConfig, *, store: ChunkStore | None = None) -> App:
 
 def _build_app(config: DavfsConfig, drive: Drive) -> App:
     provider = DavfsProvider(drive, propfind_infinity=config.propfind_infinity)
-    locks = _lock_storage(config)
+    locks = _lock_storage(config, drive)
     generated = None
     users: dict[str, User] | None = None
     if not config.anonymous:
@@ -151,14 +150,14 @@ def _middleware(stack: list[Any]) -> list[Any]:
     return layers
 
 
-def _lock_storage(config: DavfsConfig) -> Any:
-    """wsgidav's lock storage: a shelve file in the data folder by default, or what
-    ``lock_storage`` in wsgidav.yaml names (``LockStorageRedis`` when several instances
-    must honour each other's locks). Checked here so a wrong class or an unreachable
-    Redis is one line at start-up, not a failure on the first LOCK."""
+def _lock_storage(config: DavfsConfig, drive: Drive) -> Any:
+    """wsgidav's lock storage: the catalog by default (:mod:`davfs.locks`; shared by
+    every instance on a PostgreSQL catalog), or what ``lock_storage`` in wsgidav.yaml
+    names (``LockStorageRedis``). Checked here so a wrong class or an unreachable Redis
+    is one line at start-up, not a failure on the first LOCK."""
     options = config.wsgidav.get("lock_storage")
     if not options:
-        return LockStorageShelve(str(config.data_dir / "locks.shelve"))
+        return DavfsLockStorage(drive.catalog.locks)
     try:
         storage = dynamic_instantiate_class_from_opts(options)
     except Exception as exc:  # noqa: BLE001 - wsgidav raises anything from import to TypeError
@@ -176,7 +175,7 @@ def _lock_storage(config: DavfsConfig) -> Any:
 
 
 def make_server(config: DavfsConfig, app: App) -> wsgi.Server:
-    server = wsgi.Server(
+    server = DavfsServer(
         (config.host, config.port),
         app.wsgi,
         numthreads=config.threads,
@@ -186,10 +185,10 @@ def make_server(config: DavfsConfig, app: App) -> wsgi.Server:
         server_name="davfs",
     )
     # cheroot reads request heads of any size before wsgidav (or authentication) runs.
-    server.max_request_header_size = MAX_REQUEST_HEAD
+    server.max_request_header_size = MAX_HEAD
     if config.ssl_certificate is not None and config.ssl_private_key is not None:
         try:
-            server.ssl_adapter = BuiltinSSLAdapter(
+            server.ssl_adapter = ShortHandshakeSSLAdapter(
                 str(config.ssl_certificate),
                 str(config.ssl_private_key),
                 str(config.ssl_certificate_chain) if config.ssl_certificate_chain else None,

@@ -21,6 +21,7 @@ import requests
 from davfs.config import DavfsConfig, load_config
 from davfs.server import App, build_app, make_server
 from davfs.stores.base import ChunkStore
+from tests.dav_client import dav  # noqa: F401 - a logged-in client session, for every test
 from tests.services import postgres_url, redis_url  # noqa: F401 - real-server fixtures, for every test
 from tests.telegram_rig import telegram  # noqa: F401 - the fake-Telegram fixture, for every test
 

@@ -7,31 +7,25 @@ The requests follow shared/notes/webdav-client-quirks.md (its item numbers are c
 and the clients' sources: davfs2's webdav.c and neon for davfs2, gvfsbackenddav.c for
 gvfs, Cyberduck's DAV features and sardine, and Apple's webdavfs traces for Finder.
 
-Every test talks to the server through the one ``dav`` fixture, so making that fixture
-an authenticated user runs the whole file as that user.
+Every test talks to the server through the one ``dav`` fixture (tests/dav_client.py),
+so making that fixture an authenticated user runs the whole file as that user.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
-import io
 import os
 import re
-import socket
-import ssl
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 import pytest
 import requests
-from requests.auth import HTTPBasicAuth, HTTPDigestAuth
 
-from tests.conftest import MiB, RunningServer
+from tests.conftest import MiB
+from tests.dav_client import Dav, raw_request
 
 DAV = "{DAV:}"
 WIN32 = "{urn:schemas-microsoft-com:}"
@@ -122,108 +116,6 @@ CYBERDUCK_PROPFIND = (
     "</D:prop></D:propfind>"
 )
 """sardine's list(): the standard properties plus Cyberduck's timestamps in its SAR: namespace."""
-
-
-# --- the server, as the clients see it ----------------------------------------------
-
-
-@dataclass
-class Dav:
-    """The server under test, and the session every test sends its requests through."""
-
-    url: str
-    """Base URL, ending in '/'."""
-    http: requests.Session
-    """Holds the credentials, if the server wants any."""
-
-    def raw_headers(self, method: str, path: str) -> dict[str, str]:
-        """What lets in a request sent past ``http`` (requests cannot send a PUT without
-        Content-Length, nor hold a body back for 100 Continue): the session's
-        Authorization, if it has credentials. Digest adds it only once the session holds
-        a nonce, which the fixture's first request gets."""
-        auth = self.http.auth
-        if auth is None:
-            return {}
-        if isinstance(auth, tuple):
-            auth = HTTPBasicAuth(*auth)
-        request = requests.Request(method, self.url.rstrip("/") + path).prepare()
-        auth(request)
-        authorization = request.headers["Authorization"]
-        assert isinstance(authorization, str)
-        return {"Authorization": authorization}
-
-    def connect(self) -> socket.socket:
-        """A new connection to the server (TLS for https; test certificates are self-signed)."""
-        parts = urlsplit(self.url)
-        assert parts.hostname is not None and parts.port is not None
-        sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
-        if parts.scheme == "https":
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            sock = context.wrap_socket(sock, server_hostname=parts.hostname)
-        return sock
-
-
-@pytest.fixture
-def dav(start_server: Callable[..., RunningServer]) -> Iterator[Dav]:
-    """The one server every test here uses: a user logged in with Digest, as Windows does
-    over http; 1 MiB chunks (so a few MiB span several chunks)."""
-    server = start_server(chunk_size="1MiB", users={"DOMAIN-user": "client-pass"})
-    with requests.Session() as session:
-        session.auth = HTTPDigestAuth("DOMAIN-user", "client-pass")
-        # One request before the tests' own: an authenticating session then holds what it
-        # needs to authenticate later requests up front, which chunked bodies (they cannot
-        # be sent twice) and raw requests rely on.
-        assert session.request("PROPFIND", server.url, headers={"Depth": "0"}).status_code == 207
-        yield Dav(server.url, session)
-
-
-@dataclass
-class RawResponse:
-    interim: list[int]
-    """Statuses of the 1xx responses that came before the final one."""
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-
-def raw_request(
-    dav: Dav, method: str, path: str, headers: dict[str, str], body: bytes = b"", *, expect_100: bool = False
-) -> RawResponse:
-    """Send exactly these headers (plus Host and credentials), nothing added: no
-    Content-Length unless given. With ``expect_100``, the body is held back until the
-    server's interim response, as Cyberduck and litmus' expect100 do."""
-    sock = dav.connect()
-    try:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {urlsplit(dav.url).netloc}"]
-        lines += [f"{name}: {value}" for name, value in {**headers, **dav.raw_headers(method, path)}.items()]
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        interim: list[int] = []
-        if expect_100:
-            head = _read_head(sock)
-            status = int(head.split(b" ", 2)[1])
-            if status >= 200:  # a final answer instead of 100 Continue: the body is not wanted
-                message = http.client.parse_headers(io.BytesIO(head.split(b"\r\n", 1)[1]))
-                return RawResponse(interim, status, message, b"")
-            interim.append(status)
-        sock.sendall(body)
-        response = http.client.HTTPResponse(sock, method=method)
-        response.begin()
-        return RawResponse(interim, response.status, response.headers, response.read())
-    finally:
-        sock.close()
-
-
-def _read_head(sock: socket.socket) -> bytes:
-    """One response head, byte by byte, so nothing after it is consumed."""
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        byte = sock.recv(1)
-        assert byte, f"connection closed after {head!r}"
-        head += byte
-        assert len(head) < 65536
-    return head
 
 
 def propfind(dav: Dav, path: str, depth: str, body: str | bytes = b"", **headers: str) -> requests.Response:

@@ -29,7 +29,7 @@ import requests
 from requests.auth import HTTPBasicAuth, HTTPDigestAuth
 
 from davfs.auth import password_hash
-from davfs.server import MAX_REQUEST_HEAD
+from davfs.serving import MAX_HEAD as MAX_REQUEST_HEAD
 from tests.conftest import REPO, RunningServer, ServerProcess
 
 MiB = 1024 * 1024
