@@ -843,6 +843,97 @@ def workload_rss_large(t: Target, big: BigFile, budget: Budget) -> None:
     expect(status, (200, 204), f"{t.label}: DELETE {path}")
 
 
+EXPLORER_HEADERS = {"User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045", "Translate": "f"}
+EXPLORER_LOCKINFO = (
+    b'<?xml version="1.0" encoding="utf-8" ?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+    b"</D:lockscope><D:locktype><D:write/></D:locktype><D:owner><D:href>DOMAIN\\user</D:href></D:owner>"
+    b"</D:lockinfo>"
+)
+EXPLORER_STEPS = ("PROPFIND", "PUT0", "LOCK", "PROPPATCH1", "PUT", "PROPPATCH2", "UNLOCK")
+"""Explorer's copy of one file (shared/notes/webdav-client-quirks.md, appendix): probe the
+name, create it empty, lock it, set its Win32 times, write it, set its time, unlock."""
+
+
+def _win32_proppatch(stamp: str) -> bytes:
+    props = "".join(
+        f"<Z:{name}>{stamp}</Z:{name}>"
+        for name in ("Win32CreationTime", "Win32LastAccessTime", "Win32LastModifiedTime")
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8" ?><D:propertyupdate xmlns:D="DAV:" '
+        f'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop>{props}'
+        "<Z:Win32FileAttributes>00000020</Z:Win32FileAttributes></D:prop></D:set></D:propertyupdate>"
+    ).encode()
+
+
+def workload_explorer(targets: list[Target], count: int, budget: Budget) -> None:
+    """(8) Explorer copying ``count`` files of 4 KiB into a folder, one after the other,
+    each with its whole request sequence (:data:`EXPLORER_STEPS`), in batches of 100
+    alternating servers; also the median time of each kind of request."""
+    bodies = [_small_body("explorer", i, 4096) for i in range(count)]
+    stamp = "Tue, 03 Jan 2023 04:05:06 GMT"
+    patch = _win32_proppatch(stamp)
+    xml = {**EXPLORER_HEADERS, "Content-Type": 'text/xml; charset="utf-8"'}
+    elapsed = {t.spec.key: 0.0 for t in targets}
+    steps: dict[str, dict[str, list[float]]] = {t.spec.key: {s: [] for s in EXPLORER_STEPS} for t in targets}
+    for t in targets:
+        status, _, _ = t.client.request("MKCOL", "/explorer/", headers=EXPLORER_HEADERS)
+        expect(status, (201,), f"{t.label}: MKCOL /explorer/")
+
+    def step(t: Target, name: str, method: str, path: str, ok: tuple[int, ...], **kw: Any) -> dict[str, str]:
+        started = time.perf_counter()
+        status, headers, _ = t.client.request(method, path, **kw)
+        steps[t.spec.key][name].append(time.perf_counter() - started)
+        expect(status, ok, f"{t.label}: {method} {path}")
+        return headers
+
+    for start in range(0, count, 100):
+        for t in targets:
+            t0 = time.perf_counter()
+            for i in range(start, min(count, start + 100)):
+                budget.check("Explorer copy")
+                path = f"/explorer/e{i:05d}.txt"
+                step(t, "PROPFIND", "PROPFIND", path, (404,), headers={**EXPLORER_HEADERS, "Depth": "0"})
+                step(t, "PUT0", "PUT", path, (201,), body=b"", headers=EXPLORER_HEADERS)
+                lock = step(
+                    t,
+                    "LOCK",
+                    "LOCK",
+                    path,
+                    (200,),
+                    body=EXPLORER_LOCKINFO,
+                    headers={**xml, "Timeout": "Second-3600"},
+                )
+                token = lock["lock-token"]
+                locked = {**xml, "If": f"({token})"}
+                step(t, "PROPPATCH1", "PROPPATCH", path, (207,), body=patch, headers=locked)
+                step(
+                    t,
+                    "PUT",
+                    "PUT",
+                    path,
+                    (201, 204),
+                    body=bodies[i],
+                    headers={**EXPLORER_HEADERS, "If": f"({token})"},
+                )
+                step(t, "PROPPATCH2", "PROPPATCH", path, (207,), body=patch, headers=locked)
+                step(t, "UNLOCK", "UNLOCK", path, (204,), headers={**EXPLORER_HEADERS, "Lock-Token": token})
+            elapsed[t.spec.key] += time.perf_counter() - t0
+    for t in targets:
+        t.res.values["explorer_s"] = elapsed[t.spec.key]
+        for name, times in steps[t.spec.key].items():
+            t.res.values[f"explorer_{name.lower()}_ms"] = statistics.median(times) * 1000
+        get_fps = t.res.values.get("small_get_fps")
+        if get_fps:  # e's GETs of 4 KiB files, on the same connection
+            slowest = max(t.res.values[f"explorer_{n}_ms"] for n in ("lock", "unlock", "proppatch1"))
+            t.res.values["explorer_vs_get"] = slowest / (1000 / get_fps)
+        for i in range(0, count, max(1, count // 20)):  # a sample is read back and compared
+            status, _, data = t.client.request("GET", f"/explorer/e{i:05d}.txt")
+            expect(status, (200,), f"{t.label}: GET /explorer/e{i:05d}.txt")
+            if data != bodies[i]:
+                raise BenchError(f"{t.label}: /explorer/e{i:05d}.txt holds wrong bytes")
+
+
 def run_suite(
     targets: list[Target],
     files: list[BigFile],
@@ -867,6 +958,7 @@ def run_suite(
             lambda: workload_propfind(targets, args.folder_files, args.propfind_rounds, budget),
         ),
         ("e small files", lambda: workload_small(targets, args.small_files, budget)),
+        ("h Explorer copy", lambda: workload_explorer(targets, args.small_files, budget)),
         (
             "f parallel GETs",
             lambda: workload_parallel(
@@ -975,6 +1067,31 @@ def rows(args: argparse.Namespace) -> list[Row]:
             "{:.0f}",
             "≥ 1.0× rclone",
             (("rclone", 1.0),),
+        ),
+        Row(
+            "explorer_s",
+            f"h. Explorer copies {args.small_files:,} files of 4 KiB (7 requests each), s ²",
+            False,
+            "{:.1f}",
+            "≤ rclone's",
+            (("rclone", 1.0),),
+        ),
+        *(
+            Row(f"explorer_{name.lower()}_ms", f"   median {label}, ms", False, "{:.2f}")
+            for name, label in (
+                ("LOCK", "LOCK"),
+                ("UNLOCK", "UNLOCK"),
+                ("PROPPATCH1", "PROPPATCH (Win32 times)"),
+                ("PUT", "PUT of the content"),
+            )
+        ),
+        Row(
+            "explorer_vs_get",
+            "   slowest of LOCK, UNLOCK, PROPPATCH ÷ a 4 KiB GET (e)",
+            False,
+            "{:.2f}",
+            "≤ 1.5",
+            limit=1.5,
         ),
         Row(
             "parallel_mbps",

@@ -213,8 +213,6 @@ class Drive:
     def copy(self, node_id: int, parent_id: int, name: str) -> Node:
         return self.catalog.tree.copy_node(node_id, parent_id, name)
 
-    def set_modified(self, node_id: int, mtime: float) -> None:
-        self.catalog.tree.set_modified(node_id, mtime)
-
-    def set_dead_props(self, node_id: int, changes: Mapping[str, str | None]) -> None:
-        self.catalog.tree.set_dead_props(node_id, changes)
+    def patch(self, node_id: int, props: Mapping[str, str | None], mtime: float | None = None) -> None:
+        """Dead properties and the modification time of a node, changed all or none."""
+        self.catalog.tree.patch(node_id, props, mtime)

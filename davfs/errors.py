@@ -18,6 +18,7 @@ provider answers when the error reaches WebDAV (the translation happens in one p
     │   ├── NotAFile                 a folder where a file was expected
     │   ├── FolderNotEmpty
     │   ├── NotAllowed               e.g. deleting the root folder
+    │   ├── TooManyProperties        PROPPATCH beyond the dead properties a node may hold
     │   └── PreconditionFailed       the file changed since the client checked
     ├── StoreError                   a chunk store failed
     │   ├── ChunkMissing             store has no such chunk
@@ -107,6 +108,13 @@ class NotAllowed(CatalogError):
 
     exit_code = 17
     http_status = 403
+
+
+class TooManyProperties(CatalogError):
+    """A file or folder holds at most {} dead properties; nothing was changed."""
+
+    exit_code = 19
+    http_status = 507
 
 
 class PreconditionFailed(CatalogError):

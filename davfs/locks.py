@@ -16,8 +16,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_INSUFFICIENT_STORAGE, DAVError
-from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_root, validate_lock
+from wsgidav.dav_error import (
+    HTTP_BAD_REQUEST,
+    HTTP_INSUFFICIENT_STORAGE,
+    DAVError,
+    DAVErrorCondition,
+    PRECONDITION_CODE_LockConflict,
+)
+from wsgidav.lock_man.lock_manager import LockManager, generate_lock_token, normalize_lock_root, validate_lock
 
 from davfs.catalog.locks import LockTable
 from davfs.http_policy import LOCK_TIMEOUT_DEFAULT, LOCK_TIMEOUT_MAX
@@ -28,6 +34,35 @@ MAX_PER_USER = 1000
 """Live locks one user may hold (Explorer holds one per file it is copying)."""
 MAX_LOCKS = 100_000
 """Live locks in the whole drive."""
+
+
+class DavfsLockManager(LockManager):  # type: ignore[misc]
+    """wsgidav's lock manager, asking for the locks on a path and all its ancestors in
+    one question instead of one per ancestor (every write checks them)."""
+
+    def get_indirect_url_lock_list(self, url: str, *, principal: str | None = None) -> list[dict[str, Any]]:
+        url = normalize_lock_root(url)
+        return [
+            lock
+            for lock in self.storage.covering(url)
+            if (lock["root"] == url or lock["depth"] == "infinity")
+            and (principal is None or principal == lock["principal"])
+        ]
+
+    def _get_write_conflicts(
+        self, url: str, depth: str, token_list: list[str], principal: str | None
+    ) -> DAVErrorCondition:
+        conflicts = DAVErrorCondition(PRECONDITION_CODE_LockConflict)
+        for lock in self.get_indirect_url_lock_list(url):
+            if not (principal == lock["principal"] and lock["token"] in token_list):
+                conflicts.add_href(lock["root"])
+        if depth == "infinity":
+            below = self.storage.get_lock_list(
+                url, include_root=False, include_children=True, token_only=False
+            )
+            for lock in below:
+                conflicts.add_href(lock["root"])
+        return conflicts
 
 
 class DavfsLockStorage:
@@ -84,6 +119,14 @@ class DavfsLockStorage:
 
     def delete(self, token: str) -> bool:
         return self._table.remove(token)
+
+    def covering(self, path: str) -> list[dict[str, Any]]:
+        """Live locks on ``path`` and on each of its ancestors."""
+        roots, parent = [path], path
+        while parent not in ("", "/"):
+            parent = parent.rsplit("/", 1)[0] or "/"
+            roots.append(parent)
+        return [_as_wsgidav(lock) for lock in self._table.on(roots)]
 
     def get_lock_list(
         self, path: str, *, include_root: bool, include_children: bool, token_only: bool

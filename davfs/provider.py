@@ -134,6 +134,20 @@ class DavfsProvider(DAVProvider):  # type: ignore[misc]
         return DavfsFile(path, environ, node, dead_props)
 
 
+MAX_PATCHED_PROPS = 1000
+"""Properties one PROPPATCH may set or remove."""
+
+
+@dataclasses.dataclass
+class _Patch:
+    """The changes of one PROPPATCH, recorded in its dry run."""
+
+    props: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    mtime: float | None = None
+    applied: bool = False
+    error: DAVError | None = None
+
+
 class _NodeResource:
     """What folders and files share: live props from the node, dead props from the catalog."""
 
@@ -145,6 +159,7 @@ class _NodeResource:
     def _init_node(self, node: Node | None, dead_props: dict[str, str] | None) -> None:
         self.node = node
         self._dead_props = dead_props
+        self._pending_patch: _Patch | None = None
 
     @property
     def drive(self) -> Drive:
@@ -183,19 +198,49 @@ class _NodeResource:
         return super().get_property_value(name)  # type: ignore[misc]
 
     def set_property_value(self, name: str, value: Any, *, dry_run: bool = False) -> Any:
-        if name.startswith("{DAV:}"):
-            return super().set_property_value(name, value, dry_run=dry_run)  # type: ignore[misc]
-        if name.startswith(_MS_NAMESPACE) and self._win32_emulated():
-            # wsgidav maps Win32LastModifiedTime onto set_last_modified; keep its answer.
-            return super().set_property_value(name, value, dry_run=dry_run)  # type: ignore[misc]
+        """PROPPATCH, all or nothing in one transaction (RFC 4918 9.2). wsgidav asks for
+        every property twice: first as a dry run, which here checks and records each
+        change, then for real, which here writes all recorded changes at the first
+        call; a failure fails every property."""
+        if not dry_run:
+            self._apply_patch()
+            return True
         if self.node is None:
             raise DAVError(HTTP_NOT_FOUND)
-        if not dry_run:
-            text = None if value is None else etree.tostring(value).decode("utf-8")
-            with dav_errors():
-                self.drive.set_dead_props(self.node.id, {name: text})
-            self._dead_props = None
+        if name.startswith("{DAV:}") or (name.startswith(_MS_NAMESPACE) and self._win32_emulated()):
+            # getlastmodified and Win32LastModifiedTime reach set_last_modified; wsgidav
+            # accepts the other Win32 properties without keeping them.
+            return super().set_property_value(name, value, dry_run=True)  # type: ignore[misc]
+        patch = self._patch()
+        if len(patch.props) >= MAX_PATCHED_PROPS:
+            raise DAVError(
+                HTTP_BAD_REQUEST, context_info=f"at most {MAX_PATCHED_PROPS} properties per PROPPATCH"
+            )
+        patch.props[name] = None if value is None else etree.tostring(value).decode("utf-8")
         return True
+
+    def _patch(self) -> _Patch:
+        if self._pending_patch is None:
+            self._pending_patch = _Patch()
+        return self._pending_patch
+
+    def _apply_patch(self) -> None:
+        patch = self._patch()
+        if patch.error is not None:
+            raise patch.error
+        if patch.applied:
+            return
+        patch.applied = True
+        node = self._require_node()
+        try:
+            with dav_errors():
+                self.drive.patch(node.id, patch.props, patch.mtime)
+        except DAVError as exc:
+            patch.error = exc
+            raise
+        self._dead_props = None
+        if patch.mtime is not None:
+            self.node = dataclasses.replace(node, modified=patch.mtime)
 
     def _win32_emulated(self) -> bool:
         hotfixes = self.environ["wsgidav.config"].get("hotfixes") or {}
@@ -206,15 +251,15 @@ class _NodeResource:
         """Dead properties are dropped with their node, in the same transaction."""
 
     def set_last_modified(self, dest_path: str, time_stamp: str | int, *, dry_run: bool) -> bool:
+        """Reached from PROPPATCH's dry run (see :meth:`set_property_value`)."""
         seconds = time_stamp if isinstance(time_stamp, int) else util.parse_time_string(time_stamp)
         if seconds is None or not 0 <= seconds <= LATEST_TIMESTAMP:
             raise DAVError(HTTP_BAD_REQUEST, context_info=f"bad date {time_stamp!r}")
         if self.node is None:
             raise DAVError(HTTP_NOT_FOUND)
-        if not dry_run and self.node.modified != float(seconds):
-            with dav_errors():
-                self.drive.set_modified(self.node.id, float(seconds))
-            self.node = dataclasses.replace(self.node, modified=float(seconds))
+        self._patch().mtime = float(seconds)
+        if not dry_run:
+            self._apply_patch()
         return True
 
     # --- tree changes shared by files and folders ----------------------------------

@@ -43,7 +43,7 @@ from davfs.drive import Drive
 from davfs.edge import Edge
 from davfs.errors import ConfigError
 from davfs.http_policy import ErrorPages, RequestPolicy
-from davfs.locks import DavfsLockStorage
+from davfs.locks import DavfsLockManager, DavfsLockStorage
 from davfs.provider import DavfsProvider
 from davfs.serving import MAX_HEAD, DavfsServer, ShortHandshakeSSLAdapter
 from davfs.stores.base import ChunkStore
@@ -121,7 +121,11 @@ def _build_app(config: DavfsConfig, drive: Drive) -> App:
         provider_mapping={"/": provider},
         lock_storage=locks,
     )
-    app = Edge(WsgiDAVApp(wsgidav_conf), drive)
+    dav_app = WsgiDAVApp(wsgidav_conf)
+    if isinstance(locks, DavfsLockStorage):
+        dav_app.lock_manager = DavfsLockManager(locks)
+        provider.set_lock_manager(dav_app.lock_manager)
+    app = Edge(dav_app, drive)
     # With its own logging off, wsgidav's logger swallows everything, including the
     # tracebacks of internal errors; send its warnings and errors to ours.
     wsgidav_log = logging.getLogger("wsgidav")

@@ -144,8 +144,8 @@ def test_dedup_and_copy_share_chunks_by_reference_count(catalog):
 def test_copy_replaces_an_existing_file_and_copies_dead_props(catalog):
     a, _ = put(catalog, ROOT_ID, "a", b"aaa")
     b, _ = put(catalog, ROOT_ID, "b", b"bbbb")
-    catalog.tree.set_dead_props(a.id, {"{x:}color": "<color xmlns='x:'>red</color>"})
-    catalog.tree.set_dead_props(b.id, {"{x:}stale": "<stale xmlns='x:'/>"})
+    catalog.tree.patch(a.id, {"{x:}color": "<color xmlns='x:'>red</color>"})
+    catalog.tree.patch(b.id, {"{x:}stale": "<stale xmlns='x:'/>"})
     catalog.tree.copy_node(a.id, ROOT_ID, "b")
     b2 = catalog.tree.resolve(["b"])
     assert b2.id == b.id and b2.size == 3 and b2.etag == a.etag
@@ -157,9 +157,9 @@ def test_copy_replaces_an_existing_file_and_copies_dead_props(catalog):
 def test_dead_props_follow_move_and_go_with_delete(catalog):
     d = catalog.tree.mkdir(ROOT_ID, "d")
     f, _ = put(catalog, d.id, "f", b"x")
-    catalog.tree.set_dead_props(f.id, {"{x:}a": "<a xmlns='x:'>1</a>"})
-    catalog.tree.set_dead_props(f.id, {"{x:}b": "<b xmlns='x:'>2</b>"})
-    catalog.tree.set_dead_props(f.id, {"{x:}b": None})
+    catalog.tree.patch(f.id, {"{x:}a": "<a xmlns='x:'>1</a>"})
+    catalog.tree.patch(f.id, {"{x:}b": "<b xmlns='x:'>2</b>"})
+    catalog.tree.patch(f.id, {"{x:}b": None})
     assert catalog.tree.children_dead_props(d.id) == {f.id: {"{x:}a": "<a xmlns='x:'>1</a>"}}
     e = catalog.tree.mkdir(ROOT_ID, "e")
     catalog.tree.move(f.id, e.id, "g")

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -29,18 +30,10 @@ LOCK_BODY = (
 )
 
 
-def scale_out_config(folder: Path, postgres_url: str, redis_url: str) -> Path:
-    """A wsgidav.yaml for an instance of a shared deployment."""
-    redis = urlparse(redis_url)
-    config = {
-        "lock_storage": {
-            "class": "wsgidav.lock_man.lock_storage_redis.LockStorageRedis",
-            "kwargs": {
-                "host": redis.hostname,
-                "port": redis.port or 6379,
-                "db": int(redis.path.strip("/") or 0),
-            },
-        },
+def scale_out_config(folder: Path, postgres_url: str, redis_url: str | None = None) -> Path:
+    """A wsgidav.yaml for an instance of a shared deployment: locks in the catalog, or
+    in Redis when its URL is given."""
+    config: dict[str, Any] = {
         "davfs": {
             "catalog_url": postgres_url,
             "store": f"local:{folder / 'shared-store'}",
@@ -48,6 +41,16 @@ def scale_out_config(folder: Path, postgres_url: str, redis_url: str) -> Path:
             "manifest_interval": 2,
         },
     }
+    if redis_url is not None:
+        redis = urlparse(redis_url)
+        config["lock_storage"] = {
+            "class": "wsgidav.lock_man.lock_storage_redis.LockStorageRedis",
+            "kwargs": {
+                "host": redis.hostname,
+                "port": redis.port or 6379,
+                "db": int(redis.path.strip("/") or 0),
+            },
+        }
     path = folder / "wsgidav.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -71,9 +74,16 @@ class Deployment:
 
 @pytest.fixture
 def deployment(
-    server_process: Callable[..., ServerProcess], postgres_url: str, redis_url: str, tmp_path: Path
+    request: pytest.FixtureRequest,
+    server_process: Callable[..., ServerProcess],
+    postgres_url: str,
+    redis_url: str,
+    tmp_path: Path,
 ) -> Deployment:
-    config = scale_out_config(tmp_path, postgres_url, redis_url)
+    """Two instances on one PostgreSQL catalog and one store folder; locks in the
+    catalog, or in Redis for tests parametrized with ``indirect=["deployment"]``."""
+    locks = getattr(request, "param", "catalog")
+    config = scale_out_config(tmp_path, postgres_url, redis_url if locks == "redis" else None)
     env = {"DAVFS_CONFIG": str(config)}
     a = server_process(tmp_path / "a", env=env)
     b = server_process(tmp_path / "b", env=env)
@@ -96,6 +106,7 @@ def test_both_instances_serve_one_tree(deployment: Deployment) -> None:
     assert deployment.problems() == []
 
 
+@pytest.mark.parametrize("deployment", ["catalog", "redis"], indirect=True)
 def test_a_lock_on_one_instance_is_honoured_by_the_other(deployment: Deployment) -> None:
     a, b = deployment.a.url, deployment.b.url
     requests.put(a + "locked.txt", data=b"v1").raise_for_status()

@@ -50,6 +50,12 @@ class LockTable:
                 found += conn.execute(_BELOW, {"low": prefix + "/", "high": prefix + "0", "now": now}).all()
         return [dict(row._mapping) for row in found]
 
+    def on(self, roots: list[str]) -> list[dict[str, Any]]:
+        """Live locks on any of ``roots`` (a path and its ancestors), in one query."""
+        with self._db.read() as conn:
+            rows = conn.execute(select(locks).where(locks.c.root.in_(roots), locks.c.expire >= time.time()))
+            return [dict(row._mapping) for row in rows]
+
     def add(self, lock: Mapping[str, Any], *, per_principal: int, in_total: int) -> bool:
         """Store a new lock unless its principal already holds ``per_principal`` live
         locks or the catalog ``in_total``; expired locks are dropped first."""

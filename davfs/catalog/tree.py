@@ -36,7 +36,15 @@ from davfs.catalog.rows import (
 )
 from davfs.catalog.schema import chunks, dead_props, extents, nodes, versions
 from davfs.chunk import ChunkMeta, ChunkRef
-from davfs.errors import AlreadyExists, CatalogError, FolderNotEmpty, NotAllowed, NotFound, PreconditionFailed
+from davfs.errors import (
+    AlreadyExists,
+    CatalogError,
+    FolderNotEmpty,
+    NotAllowed,
+    NotFound,
+    PreconditionFailed,
+    TooManyProperties,
+)
 from davfs.snapshot import Extent, FileSnapshot
 
 # Built once too: every download takes a snapshot with these two.
@@ -60,6 +68,10 @@ _VERSION_EXTENTS = (
     .where(extents.c.version_id == bindparam("version_id"))
     .order_by(extents.c.seq)
 )
+
+
+MAX_DEAD_PROPS = 1000
+"""Dead properties one node may hold (Explorer sets a handful, Finder a few more)."""
 
 
 class Tree:
@@ -181,25 +193,32 @@ class Tree:
             node, _ = set_content(conn, parent_id, name, stored=(), size=0, mtime=None, expect_version=ABSENT)
         return node
 
-    def set_modified(self, node_id: int, mtime: float) -> None:
-        with self._db.write() as conn:
-            conn.execute(update(nodes).where(nodes.c.id == node_id).values(modified=mtime))
-            oplog.append(conn, oplog.MtimeSet(node_id, mtime))
-
-    def set_dead_props(self, node_id: int, changes: Mapping[str, str | None]) -> None:
-        """Set (or, with ``None``, remove) dead properties of a node, all or none."""
+    def patch(self, node_id: int, props: Mapping[str, str | None], mtime: float | None = None) -> None:
+        """Set (or, with ``None``, remove) dead properties of a node and set its
+        modification time, all or none (PROPPATCH, RFC 4918 9.2). A node holds at most
+        :data:`MAX_DEAD_PROPS` dead properties."""
         with self._db.write() as conn:
             if conn.scalar(select(func.count()).select_from(nodes).where(nodes.c.id == node_id)) == 0:
                 raise NotFound(f"node {node_id}")
-            names = list(changes)
+            names = list(props)
             for batch in batches(names):
                 conn.execute(
                     delete(dead_props).where(dead_props.c.node_id == node_id, dead_props.c.name.in_(batch))
                 )
-            rows = [{"node_id": node_id, "name": k, "value": v} for k, v in changes.items() if v is not None]
+            rows = [{"node_id": node_id, "name": k, "value": v} for k, v in props.items() if v is not None]
             if rows:
                 conn.execute(insert(dead_props), rows)
-            oplog.append(conn, *(oplog.PropSet(node_id, k, v) for k, v in changes.items()))
+                held = conn.scalar(
+                    select(func.count()).select_from(dead_props).where(dead_props.c.node_id == node_id)
+                )
+                if (held or 0) > MAX_DEAD_PROPS:
+                    raise TooManyProperties(MAX_DEAD_PROPS)
+            entries: list[oplog.Entry] = [oplog.PropSet(node_id, k, v) for k, v in props.items()]
+            if mtime is not None:
+                conn.execute(update(nodes).where(nodes.c.id == node_id).values(modified=mtime))
+                entries.append(oplog.MtimeSet(node_id, mtime))
+            if entries:
+                oplog.append(conn, *entries)
 
     def delete(self, node: Node, *, recursive: bool) -> None:
         """Delete a node (and, if ``recursive``, everything below it) in one transaction.
