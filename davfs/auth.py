@@ -18,6 +18,7 @@ without a login.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import hmac
@@ -25,10 +26,13 @@ import logging
 import os
 import re
 import secrets
+import struct
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from wsgidav.dc.base_dc import BaseDomainController
@@ -37,6 +41,8 @@ from wsgidav.util import get_rfc1123_time
 
 from davfs.errors import ConfigError
 from davfs.http_policy import METHODS
+
+log = logging.getLogger(__name__)
 
 REALM = "davfs"
 """The authentication realm; part of every stored password hash, so never changed."""
@@ -123,6 +129,8 @@ class GeneratedUser:
     name: str
     password: str = field(repr=False)
     path: Path
+    new: bool = False
+    """Made by this start (its password is shown once, now); else read from ``path``."""
 
     @property
     def user(self) -> User:
@@ -136,7 +144,7 @@ def generated_user(data_dir: Path) -> GeneratedUser:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return _read_generated_user(path)
-    user = GeneratedUser("davfs", secrets.token_urlsafe(12), path)
+    user = GeneratedUser("davfs", secrets.token_urlsafe(12), path, new=True)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         file.write(
             "# Made by davfs on its first start because no users were configured\n"
@@ -159,6 +167,76 @@ def _read_generated_user(path: Path) -> GeneratedUser:
     return GeneratedUser(name, password, path)
 
 
+NONCE_LIFETIME = 300.0
+"""Seconds a Digest nonce is good for; then the client is told ``stale=true`` and
+retries with a fresh one without asking its user."""
+MAX_NONCE_USES = 4096
+"""Requests one nonce may authenticate (each with its own ``nc``)."""
+_NC = re.compile(r"[0-9a-fA-F]{8}")
+
+
+class DigestNonces:
+    """Nonces the server can verify without remembering them (a MAC over the time they
+    were issued, under a key every instance shares), and the ``nc`` values each one has
+    been used with, so that a captured request cannot be replayed (RFC 7616 3.3-3.4).
+
+    wsgidav issued random nonces and never looked at one again: a made-up nonce, one
+    from 2001 and a replayed header were all accepted. The ``nc`` record is per
+    instance: behind a load balancer a captured header could be replayed once on each
+    other instance within :data:`NONCE_LIFETIME`; HTTPS prevents the capture."""
+
+    def __init__(self, key: bytes, *, lifetime: float = NONCE_LIFETIME) -> None:
+        self._key = key
+        self._lifetime = lifetime
+        self._lock = threading.Lock()
+        self._used: dict[str, tuple[float, set[int]]] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DigestNonces:
+        return self  # wsgidav copies its configuration; the record of uses stays one
+
+    def issue(self) -> str:
+        stamp = struct.pack(">d", time.time()) + secrets.token_bytes(8)
+        return base64.urlsafe_b64encode(stamp + self._mac(stamp)).decode()
+
+    def _mac(self, stamp: bytes) -> bytes:
+        return hmac.new(self._key, stamp, hashlib.sha256).digest()[:16]
+
+    def state(self, nonce: str) -> str:
+        """``fresh``, ``stale`` (ours, but too old) or ``invalid``."""
+        if len(nonce) != 44:
+            return "invalid"
+        try:
+            raw = base64.urlsafe_b64decode(nonce.encode())
+        except (ValueError, binascii.Error):
+            return "invalid"
+        stamp, mac = raw[:16], raw[16:]
+        if not hmac.compare_digest(mac, self._mac(stamp)):
+            return "invalid"
+        age = time.time() - struct.unpack(">d", stamp[:8])[0]
+        return "fresh" if -5 <= age <= self._lifetime else "stale"
+
+    def use(self, nonce: str, nc: str) -> bool:
+        """Record one use of a fresh nonce; False for a count seen before (a replay),
+        a malformed one, or a nonce used too often."""
+        if not _NC.fullmatch(nc):
+            return False
+        count = int(nc, 16)
+        now = time.time()
+        with self._lock:
+            if len(self._used) > 100_000:
+                self._forget(now)
+            issued, seen = self._used.setdefault(nonce, (now, set()))
+            if count in seen or len(seen) >= MAX_NONCE_USES:
+                return False
+            seen.add(count)
+        return True
+
+    def _forget(self, now: float) -> None:
+        for nonce, (first, _) in list(self._used.items()):
+            if now - first > self._lifetime + 10:
+                del self._used[nonce]
+
+
 class DavfsUsers(BaseDomainController):  # type: ignore[misc]
     """wsgidav's view of our users: one realm, Digest and Basic, roles for read-only.
 
@@ -176,8 +254,11 @@ class DavfsUsers(BaseDomainController):  # type: ignore[misc]
         return self.users is not None
 
     def basic_auth_user(self, realm: str, user_name: str, password: str, environ: dict[str, Any]) -> bool:
-        user = (self.users or {}).get(user_name)
-        if user is None or not user.password_matches(password):
+        # An unknown name costs the same hash and comparison as a wrong password, so
+        # the answer's timing does not tell which names exist.
+        user = (self.users or {}).get(user_name) or _NOBODY
+        matches = user.password_matches(password)
+        if user is _NOBODY or not matches:
             return False
         _set_roles(environ, user)
         return True
@@ -188,9 +269,13 @@ class DavfsUsers(BaseDomainController):  # type: ignore[misc]
     def digest_auth_user(self, realm: str, user_name: str, environ: dict[str, Any]) -> str | bool:
         user = (self.users or {}).get(user_name)
         if user is None or realm != REALM:
-            return False
+            return _NOBODY.ha1  # the digest is computed and fails, as for a wrong password
         _set_roles(environ, user)
         return user.ha1
+
+
+_NOBODY = User("\x00nobody", secrets.token_hex(16))
+"""Stands in for a user name nobody has; its hash is random, so nothing matches it."""
 
 
 def _set_roles(environ: dict[str, Any], user: User) -> None:
@@ -209,8 +294,9 @@ class DavfsAuthenticator(HTTPAuthenticator):  # type: ignore[misc]
     a path exists; the next request asks for the login as before."""
 
     def __init__(self, wsgidav_app: Any, next_app: WsgiApp, config: dict[str, Any]) -> None:
-        super().__init__(wsgidav_app, _refuse_writes_of_readers(next_app), config)
+        super().__init__(wsgidav_app, self._after_login(_refuse_writes_of_readers(next_app)), config)
         self._requires_login = config.get("davfs_users") is not None
+        self._nonces: DigestNonces = config["davfs_nonces"]
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if (
@@ -243,11 +329,58 @@ class DavfsAuthenticator(HTTPAuthenticator):  # type: ignore[misc]
             return self.send_basic_auth_response(environ, start_response)
         return super().handle_basic_auth_request(environ, start_response)
 
+    def send_digest_auth_response(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], *, stale: bool = False
+    ) -> Any:
+        """The Digest challenge, with a nonce of :class:`DigestNonces`."""
+        body = b"401 Unauthorized: log in\n"
+        challenge = f'Digest realm="{REALM}", nonce="{self._nonces.issue()}", algorithm=MD5, qop="auth"'
+        start_response(
+            "401 Unauthorized",
+            [
+                ("WWW-Authenticate", challenge + (", stale=true" if stale else "")),
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+                ("Date", get_rfc1123_time()),
+            ],
+        )
+        return [body]
+
     def handle_digest_auth_request(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """wsgidav checks the digest itself; before that, the nonce must be one of ours
+        and ``qop=auth`` (so an ``nc`` comes along); after it, see :meth:`_after_login`."""
+        fields = _digest_fields(environ["HTTP_AUTHORIZATION"])
+        nonce, state = fields.get("nonce", ""), "invalid"
+        if fields.get("qop", "").lower() == "auth" and _NC.fullmatch(fields.get("nc", "")):
+            state = self._nonces.state(nonce)
+        if state == "invalid":
+            log.info("digest login refused: a nonce this server did not issue, or no qop=auth")
+            return self.send_digest_auth_response(environ, start_response)
+        environ["davfs.auth.digest"] = (nonce, fields["nc"], state)
         try:
             return super().handle_digest_auth_request(environ, start_response)
         except ValueError:  # a digest uri wsgidav cannot parse: a failed login, not a 500
             return self.send_digest_auth_response(environ, start_response)
+
+    def _after_login(self, next_app: WsgiApp) -> WsgiApp:
+        """Runs once wsgidav accepted the credentials: a Digest login whose nonce is
+        stale is asked to retry with a fresh one; one whose ``nc`` was seen before is a
+        replay and refused."""
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            digest = environ.pop("davfs.auth.digest", None)
+            if digest is not None:
+                nonce, nc, state = digest
+                if state == "stale":
+                    return cast(
+                        Iterable[bytes], self.send_digest_auth_response(environ, start_response, stale=True)
+                    )
+                if not self._nonces.use(nonce, nc):
+                    log.warning("digest login refused: nonce count %s was used before (a replay?)", nc[:8])
+                    return cast(Iterable[bytes], self.send_digest_auth_response(environ, start_response))
+            return next_app(environ, start_response)
+
+        return app
 
 
 class UnknownUserNames(logging.Filter):
@@ -284,7 +417,18 @@ def _refuse_writes_of_readers(next_app: WsgiApp) -> WsgiApp:
     return app
 
 
-def wsgidav_auth_config(users: Mapping[str, User] | None, *, tls: bool) -> dict[str, Any]:
+def _digest_fields(header: str) -> dict[str, str]:
+    """The key=value pairs of a Digest Authorization header (values unquoted)."""
+    fields = {}
+    for key, quoted, bare in _DIGEST_FIELD.findall(header[len("Digest") :]):
+        fields[key.lower()] = quoted if quoted else bare
+    return fields
+
+
+_DIGEST_FIELD = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
+
+
+def wsgidav_auth_config(users: Mapping[str, User] | None, *, tls: bool, nonce_key: bytes) -> dict[str, Any]:
     """The wsgidav settings that put :class:`DavfsUsers` in charge.
 
     Over plain HTTP the challenge is Digest (what Windows accepts there); over TLS it is
@@ -292,6 +436,7 @@ def wsgidav_auth_config(users: Mapping[str, User] | None, *, tls: bool) -> dict[
     curl send Basic unasked."""
     return {
         "davfs_users": dict(users) if users is not None else None,
+        "davfs_nonces": DigestNonces(nonce_key),
         "http_authenticator": {
             "domain_controller": DavfsUsers,
             "accept_basic": True,

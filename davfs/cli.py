@@ -33,6 +33,9 @@ OS_ERROR = 74
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The data folder holds file names, properties, the oplog and logins: nothing davfs
+    # creates there is readable by other local users.
+    os.umask(0o077)
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -70,6 +70,9 @@ class DavfsConfig:
     """Backups kept in the store; older ones are deleted after each new one."""
     propfind_infinity: bool = False
     """Answer PROPFIND with Depth: infinity (a whole-tree walk; off: 403 as RFC 4918 allows)."""
+    windows_names: bool = True
+    """New names must be ones Windows can open (no trailing dot or space, no CON, NUL,
+    COM1…, none of <>:"|?*) and tell apart from their siblings (not only case)."""
     telegram: TelegramSettings | None = None
     """Set when ``store: telegram``."""
     wsgidav: Mapping[str, Any] = field(default_factory=dict)
@@ -210,6 +213,7 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
         propfind_infinity=_boolean(
             "propfind_infinity", values.get("propfind_infinity", DavfsConfig.propfind_infinity)
         ),
+        windows_names=_boolean("windows_names", values.get("windows_names", DavfsConfig.windows_names)),
         telegram=telegram,
         wsgidav=copy.deepcopy(wsgidav_conf),
     )

@@ -22,8 +22,15 @@ WEBCLIENT_KEY = r"HKEY_LOCAL_MACHINE\SYSTEM\CurrentControlSet\Services\WebClient
 
 
 def first_user_banner(config: DavfsConfig, user: GeneratedUser) -> str:
-    """Credentials of the generated user and ready-to-paste commands for each system."""
+    """Credentials of the generated user and ready-to-paste commands for each system,
+    when it was just made; on later starts only where they are kept, so the password
+    does not end up in every start's log (journald, docker logs)."""
     url = config.url
+    if not user.new:
+        return (
+            f"No users are configured; log in as {user.name!r} with the password kept in {user.path} "
+            "(`davfs windows-setup` prints the commands to connect)."
+        )
     return "\n".join(
         [
             "",

@@ -13,11 +13,14 @@ background jobs (manifests, gc, catalog backups), started by the server only.
 
 from __future__ import annotations
 
+import logging
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from davfs.backup import backup_schedule
@@ -33,6 +36,8 @@ from davfs.stores import LocalStore, open_store
 from davfs.stores.base import ChunkStore
 from davfs.writer import ChunkWriter, UploadTarget
 
+log = logging.getLogger(__name__)
+
 IO_THREADS = 16
 """Threads per direction that fetch or store chunks for all transfers together."""
 QUOTA_CACHE_SECONDS = 1.0
@@ -43,9 +48,9 @@ class Drive:
     """A catalog and a store served as one tree of files."""
 
     def __init__(self, config: DavfsConfig, *, store: ChunkStore | None = None) -> None:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        _private_folder(config.data_dir)
         self.config = config
-        self.catalog = Catalog(config.catalog_url)
+        self.catalog = Catalog(config.catalog_url, windows_names=config.windows_names)
         try:
             self.store = store or open_store(config.store, telegram=config.telegram, data_dir=config.data_dir)
         except BaseException:
@@ -216,3 +221,13 @@ class Drive:
     def patch(self, node_id: int, props: Mapping[str, str | None], mtime: float | None = None) -> None:
         """Dead properties and the modification time of a node, changed all or none."""
         self.catalog.tree.patch(node_id, props, mtime)
+
+
+def _private_folder(folder: Path) -> None:
+    """The data folder holds the catalog (every name and property), logins and chunks:
+    only its owner may enter it."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if mode & 0o077:
+        folder.chmod(mode & 0o700)
+        log.info("made the data folder %s private (it was %o)", folder, mode)

@@ -24,12 +24,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from davfs.drive import Drive
-from davfs.http_policy import FACTS, plain_response, request_facts, target_problem
+from davfs.http_policy import FACTS, RESERVED_PREFIX, plain_response, request_facts, target_problem
 
 log = logging.getLogger("davfs.access")
 
-HEALTH_PATH = "/.davfs/health"
-RESERVED_PREFIX = "/.davfs"
+HEALTH_PATH = RESERVED_PREFIX + "/health"
 _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]

@@ -19,6 +19,7 @@ provider answers when the error reaches WebDAV (the translation happens in one p
     │   ├── FolderNotEmpty
     │   ├── NotAllowed               e.g. deleting the root folder
     │   ├── TooManyProperties        PROPPATCH beyond the dead properties a node may hold
+    │   ├── CaseTwin                 a new name differs from a sibling's only in case
     │   └── PreconditionFailed       the file changed since the client checked
     ├── StoreError                   a chunk store failed
     │   ├── ChunkMissing             store has no such chunk
@@ -117,6 +118,13 @@ class TooManyProperties(CatalogError):
     http_status = 507
 
 
+class CaseTwin(CatalogError):
+    """{} differs only in case from {}, which Windows cannot tell apart; choose another name (davfs.windows_names: false allows it)."""
+
+    exit_code = 20
+    http_status = 409
+
+
 class PreconditionFailed(CatalogError):
     """{} changed while it was being uploaded; nothing was written."""
 
@@ -127,28 +135,28 @@ class PreconditionFailed(CatalogError):
 class StoreError(DavfsError):
     """Chunk store {} failed: {}"""
 
-    exit_code = 20
+    exit_code = 30
     http_status = 502
 
 
 class ChunkMissing(StoreError):
     """Chunk {} is missing from store {}; files that use it cannot be read."""
 
-    exit_code = 21
+    exit_code = 31
     http_status = 500
 
 
 class StoreFull(StoreError):
     """Chunk store {} has no space left ({}); free some space or move the store."""
 
-    exit_code = 22
+    exit_code = 32
     http_status = 507
 
 
 class StoreUnavailable(StoreError):
     """Chunk store {} is unavailable for {} s; try again later."""
 
-    exit_code = 23
+    exit_code = 33
     http_status = 503
 
     @property
@@ -163,13 +171,13 @@ class StoreUnavailable(StoreError):
 class StoreTimeout(StoreUnavailable):
     """Chunk store {} did not answer within {} s; try again later."""
 
-    exit_code = 24
+    exit_code = 34
 
 
 class ChunkCollected(StoreUnavailable):
     """Chunk {} was being collected by gc while this upload stored it; upload again."""
 
-    exit_code = 25
+    exit_code = 35
 
     @property
     def retry_after(self) -> int:
@@ -179,25 +187,25 @@ class ChunkCollected(StoreUnavailable):
 class IntegrityError(DavfsError):
     """Block {} of chunk {} failed verification (expected SHA-256 {}, got {}); the stored bytes are damaged."""
 
-    exit_code = 30
+    exit_code = 40
     http_status = 500
 
 
 class DamagedFile(IntegrityError):
     """{} is damaged ({}); `davfs fsck --verify --repair` found it unreadable. Upload it again to heal it."""
 
-    exit_code = 31
+    exit_code = 41
 
 
 class UploadError(DavfsError):
     """Upload of {} failed: {}"""
 
-    exit_code = 40
+    exit_code = 50
     http_status = 500
 
 
 class IncompleteUpload(UploadError):
     """Upload of {} received {} bytes but {} were announced; nothing was changed."""
 
-    exit_code = 41
+    exit_code = 51
     http_status = 400

@@ -36,6 +36,7 @@ from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 from wsgidav import util
 from wsgidav.dav_error import (
     ERROR_RESPONSES,
+    HTTP_BAD_REQUEST,
     HTTP_INTERNAL_ERROR,
     HTTP_NO_CONTENT,
     HTTP_NOT_MODIFIED,
@@ -66,6 +67,10 @@ METHODS = (
 )
 """Every method the share answers; others get 405 with this list in Allow."""
 FACTS = "davfs.request"
+RESERVED_PREFIX = "/.davfs"
+"""Not part of the share: davfs's own endpoints (health) live here."""
+DIR_BROWSER_ASSETS = "/:dir_browser"
+"""Where wsgidav serves the folder listing's stylesheet and icons."""
 """The environ key of a request's :class:`RequestFacts`."""
 MAX_XML_BODY = 1024 * 1024
 """Largest request body other than a PUT's (PROPFIND, PROPPATCH, LOCK are small XML);
@@ -78,6 +83,9 @@ LOCK_TIMEOUT_MAX = 24 * 3600
 """Longest lock granted (wsgidav: four weeks): a client that crashed holding a lock must
 not keep a file read-only for days. Clients that need longer refresh their locks."""
 _DTD = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
+_TAG = re.compile(rb"<(/)?[A-Za-z_][^<>]*?(/)?>")
+MAX_XML_DEPTH = 64
+"""Nesting of a request's XML (the deepest davfs's clients send is 5)."""
 _HUGE_NUMBER = re.compile(r"\d{16,}")
 _IF_TOKEN = re.compile(r"\s*(<[^<>\s]+>|\(|\)|\[[^\[\]]*\]|Not\b)", re.IGNORECASE)
 
@@ -110,6 +118,10 @@ def target_problem(environ: dict[str, Any]) -> str | None:
     problem = _path_problem(environ.get("PATH_INFO", "").encode("latin-1", "replace"))
     if problem is not None:
         return problem
+    path = environ.get("PATH_INFO", "")
+    if path == DIR_BROWSER_ASSETS or path.startswith(DIR_BROWSER_ASSETS + "/"):
+        if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
+            return "the folder listing's own files are read-only"
     destination = environ.get("HTTP_DESTINATION")
     if environ["REQUEST_METHOD"] in ("COPY", "MOVE") and destination is not None:
         return _destination_problem(destination)
@@ -166,6 +178,9 @@ def _destination_problem(destination: str) -> str | None:
         return "the Destination header has an invalid port"
     if not parts.path.startswith("/"):
         return "the Destination header must be an absolute URL or path"
+    path = unquote(parts.path)
+    if path.rstrip("/") == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
+        return f"{RESERVED_PREFIX}/ is reserved for davfs itself"
     return _path_problem(unquote_to_bytes(parts.path))
 
 
@@ -182,6 +197,8 @@ class RequestPolicy(BaseMiddleware):  # type: ignore[misc]
             return plain_response(start_response, *problem)
         if "HTTP_IF" in environ:
             environ["HTTP_IF"] = if_header_with_paths(environ["HTTP_IF"])
+        if environ["REQUEST_METHOD"] == "PUT":
+            environ["wsgi.input"] = _UploadBody(environ["wsgi.input"])
         if environ["REQUEST_METHOD"] == "LOCK":
             environ["HTTP_TIMEOUT"] = bounded_lock_timeout(environ.get("HTTP_TIMEOUT", ""))
         if _HUGE_NUMBER.search(environ.get("HTTP_RANGE", "")):
@@ -318,10 +335,65 @@ def _buffer_body(environ: dict[str, Any]) -> tuple[str, str] | None:
         return too_big
     if _DTD.search(body):
         return "400 Bad Request", "XML with a document type declaration (DTD) is not accepted"
+    if _nesting(body) > MAX_XML_DEPTH:
+        return "400 Bad Request", f"XML nested deeper than {MAX_XML_DEPTH} elements is not accepted"
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     environ.pop("HTTP_TRANSFER_ENCODING", None)
     return None
+
+
+def _nesting(body: bytes) -> int:
+    """How deep the elements of an XML body nest (tags counted; wsgidav's parsing and
+    serializing recurse per level)."""
+    depth = deepest = 0
+    for tag in _TAG.finditer(body):
+        if tag.group(1):
+            depth -= 1
+        elif not tag.group(2):
+            depth += 1
+            deepest = max(deepest, depth)
+    return deepest
+
+
+class _UploadBody:
+    """A PUT's body as wsgidav reads it: a body cut short or malformed by the client (a
+    chunked body with a bad chunk, a dropped connection) is the client's error, a 400,
+    not a 500 with a traceback."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._stream.read(size)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise DAVError(
+                HTTP_BAD_REQUEST, context_info=f"the upload was cut short or malformed ({exc})"
+            ) from None
+
+    def readline(self, size: int = -1) -> bytes:
+        try:
+            return self._stream.readline(size)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise DAVError(
+                HTTP_BAD_REQUEST, context_info=f"the upload was cut short or malformed ({exc})"
+            ) from None
+
+
+class ClientMistakes(logging.Filter):
+    """wsgidav logs every failed PUT body with a full traceback ("PUT: byte copy
+    failed"), also when the client cut the upload short or sent a malformed body; that
+    is one line at INFO here (the writer has logged what was aborted)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, DAVError) and error.value < 500:
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "PUT refused: %s", (error.context_info or error.value,)
+        return True
 
 
 def plain_response(start_response: Callable[..., Any], status: str, message: str) -> list[bytes]:

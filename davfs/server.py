@@ -42,7 +42,7 @@ from davfs.connect import first_user_banner
 from davfs.drive import Drive
 from davfs.edge import Edge
 from davfs.errors import ConfigError
-from davfs.http_policy import ErrorPages, RequestPolicy
+from davfs.http_policy import ClientMistakes, ErrorPages, RequestPolicy
 from davfs.locks import DavfsLockManager, DavfsLockStorage
 from davfs.provider import DavfsProvider
 from davfs.serving import MAX_HEAD, DavfsServer, ShortHandshakeSSLAdapter
@@ -110,7 +110,10 @@ def _build_app(config: DavfsConfig, drive: Drive) -> App:
         if not users:
             generated = generated_user(config.data_dir)
             users = {generated.name: generated.user}
-    wsgidav_conf = _merge(copy.deepcopy(_WSGIDAV_DEFAULTS), wsgidav_auth_config(users, tls=config.tls))
+    wsgidav_conf = _merge(
+        copy.deepcopy(_WSGIDAV_DEFAULTS),
+        wsgidav_auth_config(users, tls=config.tls, nonce_key=drive.catalog.db.secret("digest-nonce")),
+    )
     _merge(wsgidav_conf, dict(config.wsgidav))
     wsgidav_conf["middleware_stack"] = _middleware(
         wsgidav_conf.get("middleware_stack", DEFAULT_CONFIG["middleware_stack"])
@@ -131,6 +134,9 @@ def _build_app(config: DavfsConfig, drive: Drive) -> App:
     wsgidav_log = logging.getLogger("wsgidav")
     wsgidav_log.propagate = True
     wsgidav_log.setLevel(logging.WARNING)
+    put_log = logging.getLogger("wsgidav.request_server")
+    if not any(isinstance(f, ClientMistakes) for f in put_log.filters):
+        put_log.addFilter(ClientMistakes())
     auth_log = logging.getLogger("wsgidav.http_authenticator")
     for old in [f for f in auth_log.filters if isinstance(f, UnknownUserNames)]:
         auth_log.removeFilter(old)

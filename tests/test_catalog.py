@@ -10,7 +10,16 @@ from sqlalchemy import select, update
 
 from davfs.catalog import ABSENT, ROOT_ID, Catalog, schema
 from davfs.chunk import ChunkMeta, ChunkRef
-from davfs.errors import AlreadyExists, CatalogError, FolderNotEmpty, NotAFolder, NotFound, PreconditionFailed
+from davfs.errors import (
+    AlreadyExists,
+    BadPath,
+    CaseTwin,
+    CatalogError,
+    FolderNotEmpty,
+    NotAFolder,
+    NotFound,
+    PreconditionFailed,
+)
 from tests.services import fresh_postgres_database
 
 
@@ -83,6 +92,7 @@ def test_newer_schema_is_refused(tmp_path):
 
 
 def test_tree_names_are_unique_per_folder_and_case_preserving(catalog):
+    catalog.tree.windows_names = False  # names that differ only in case: see the next test
     a = catalog.tree.mkdir(ROOT_ID, "Photos")
     catalog.tree.mkdir(ROOT_ID, "photos")
     with pytest.raises(AlreadyExists):
@@ -91,6 +101,28 @@ def test_tree_names_are_unique_per_folder_and_case_preserving(catalog):
     assert [n.name for n in catalog.tree.children(ROOT_ID)] == ["Photos", "photos"]
     assert catalog.tree.resolve(["Photos", "Photos"]).parent_id == a.id
     assert catalog.tree.resolve(["PHOTOS"]) is None
+
+
+def test_windows_names_refuses_case_twins_and_names_windows_cannot_open(catalog):
+    photos = catalog.tree.mkdir(ROOT_ID, "Photos")
+    with pytest.raises(CaseTwin):
+        catalog.tree.mkdir(ROOT_ID, "photos")
+    with pytest.raises(CaseTwin):
+        put(catalog, ROOT_ID, "PHOTOS", b"a file")
+    for name in ("CON", "nul.txt", "trailing.", "trailing ", "a:b", "what?"):
+        with pytest.raises(BadPath):
+            catalog.tree.mkdir(ROOT_ID, name)
+        with pytest.raises(BadPath):
+            put(catalog, ROOT_ID, name, b"x")
+    doc, _ = put(catalog, photos.id, "a.txt", b"x")
+    catalog.tree.move(doc.id, photos.id, "A.txt")  # a case-only rename of the same file
+    assert [n.name for n in catalog.tree.children(photos.id)] == ["A.txt"]
+    put(catalog, photos.id, "b.txt", b"y")
+    with pytest.raises(CaseTwin):
+        catalog.tree.move(doc.id, photos.id, "B.TXT")
+    with pytest.raises(CaseTwin):
+        catalog.tree.copy_node(doc.id, photos.id, "B.txt")
+    assert [n.name for n in catalog.tree.children(photos.id)] == ["A.txt", "b.txt"]
 
 
 def test_files_cannot_have_members(catalog):

@@ -33,12 +33,13 @@ from davfs.catalog.uploads import Uploads
 
 
 class Catalog:
-    """One catalog database and its modules, opened (and migrated) together."""
+    """One catalog database and its modules, opened (and migrated) together.
+    ``windows_names``: new names must be ones Windows can open and tell apart."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, windows_names: bool = True) -> None:
         self.db = Database(url)
-        self.tree = Tree(self.db)
-        self.uploads = Uploads(self.db)
+        self.tree = Tree(self.db, windows_names=windows_names)
+        self.uploads = Uploads(self.db, self.tree)
         self.gc = GcQueries(self.db)
         self.fsck = FsckQueries(self.db, self.tree)
         self.oplog = OpLog(self.db)

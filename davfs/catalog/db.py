@@ -9,6 +9,7 @@ is one of their serial orders.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -66,6 +67,17 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def secret(self, name: str) -> bytes:
+        """32 random bytes kept under ``name`` in the catalog, made on first use: a key
+        every instance on this catalog shares (the Digest nonces' MAC key)."""
+        key = f"secret:{name}"
+        with self.write() as conn:
+            value = conn.scalar(select(meta.c.value).where(meta.c.key == key))
+            if value is None:
+                value = secrets.token_hex(32)
+                conn.execute(insert(meta).values(key=key, value=value))
+        return bytes.fromhex(value)
 
     def schema_version(self) -> int:
         with self.read() as conn:

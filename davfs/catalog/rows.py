@@ -20,7 +20,8 @@ from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from davfs.catalog.db import new_id
 from davfs.catalog.schema import chunks, extents, nodes, versions
 from davfs.chunk import ChunkMeta, ChunkRef
-from davfs.errors import ChunkCollected, NotAFolder, NotFound
+from davfs.errors import BadPath, CaseTwin, ChunkCollected, NotAFolder, NotFound
+from davfs.paths import windows_problem
 
 ABSENT = -1
 """``expect_version`` for "the file must not exist yet" (version ids are positive)."""
@@ -75,6 +76,30 @@ def content_etag(chunk_hashes: Iterable[str], size: int) -> str:
     for chunk_hash in chunk_hashes:
         digest.update(chunk_hash.encode())
     return digest.hexdigest()[:32]
+
+
+def check_new_name(
+    conn: Connection, parent_id: int, name: str, *, windows: bool, itself: int | None = None
+) -> None:
+    """A name about to appear in a folder, for a drive that Windows maps (``windows``):
+    one Windows can open, and not one that differs from a sibling's only in case
+    (``itself``: the node taking the name, which may be its own twin, as in a rename
+    from ``a.txt`` to ``A.txt``)."""
+    if not windows:
+        return
+    problem = windows_problem(name)
+    if problem is not None:
+        raise BadPath(repr(name), problem + " (davfs.windows_names: false allows it)")
+    twin = conn.scalar(
+        select(nodes.c.name).where(
+            nodes.c.parent_id == parent_id,
+            nodes.c.fold == name.casefold(),
+            nodes.c.name != name,
+            nodes.c.id != (itself if itself is not None else -1),
+        )
+    )
+    if twin is not None:
+        raise CaseTwin(name, twin)
 
 
 def require_folder(conn: Connection, folder_id: int) -> None:

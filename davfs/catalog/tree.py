@@ -26,6 +26,7 @@ from davfs.catalog.rows import (
     NODE_FROM,
     Node,
     add_references,
+    check_new_name,
     content_etag,
     insert_node,
     insert_version,
@@ -75,10 +76,13 @@ MAX_DEAD_PROPS = 1000
 
 
 class Tree:
-    """Paths → nodes → versions, and the changes WebDAV makes to them."""
+    """Paths → nodes → versions, and the changes WebDAV makes to them. With
+    ``windows_names``, a new name must be one Windows can open and tell apart from its
+    siblings (:func:`~davfs.catalog.rows.check_new_name`)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, windows_names: bool = True) -> None:
         self._db = db
+        self.windows_names = windows_names
 
     # --- reads -------------------------------------------------------------------
 
@@ -176,6 +180,7 @@ class Tree:
     def mkdir(self, parent_id: int, name: str) -> Node:
         with self._db.write() as conn:
             require_folder(conn, parent_id)
+            check_new_name(conn, parent_id, name, windows=self.windows_names)
             now = time.time()
             try:
                 node_id = insert_node(
@@ -190,7 +195,16 @@ class Tree:
         """A new 0-byte file (LOCK on an unmapped URL); never replaces an existing one
         (a PUT may have committed since the caller looked)."""
         with self._db.write() as conn:
-            node, _ = set_content(conn, parent_id, name, stored=(), size=0, mtime=None, expect_version=ABSENT)
+            node, _ = set_content(
+                conn,
+                parent_id,
+                name,
+                stored=(),
+                size=0,
+                mtime=None,
+                expect_version=ABSENT,
+                windows_names=self.windows_names,
+            )
         return node
 
     def patch(self, node_id: int, props: Mapping[str, str | None], mtime: float | None = None) -> None:
@@ -248,7 +262,9 @@ class Tree:
             occupant = conn.scalar(
                 select(nodes.c.id).where(nodes.c.parent_id == new_parent_id, nodes.c.name == new_name)
             )
-            if occupant is not None and occupant != node_id:
+            if occupant is None:
+                check_new_name(conn, new_parent_id, new_name, windows=self.windows_names, itself=node_id)
+            elif occupant != node_id:
                 if _is_below(conn, node_id, occupant):
                     raise NotAllowed("moving a node onto a folder that contains it")
                 _delete_tree(conn, occupant, new_name, recursive=True)
@@ -283,6 +299,7 @@ class Tree:
             if dest is not None and bool(dest.is_dir) != source.is_dir:
                 raise AlreadyExists(dest_name)
             if dest is None:
+                check_new_name(conn, dest_parent_id, dest_name, windows=self.windows_names)
                 dest_id = insert_node(
                     conn,
                     dest_parent_id,
@@ -351,6 +368,7 @@ def set_content(
     mtime: float | None,
     expect_version: int | None = None,
     gc_epoch: int | None = None,
+    windows_names: bool = True,
 ) -> tuple[Node, bool]:
     """Make ``stored`` the content of parent/name, inside the caller's transaction.
 
@@ -379,6 +397,7 @@ def set_content(
     parts = tuple((c.chunk_hash, c.size) for c in stored)
     modified = now if mtime is None else mtime
     if existing is None:
+        check_new_name(conn, parent_id, name, windows=windows_names)
         node_id = insert_node(
             conn, parent_id, name, is_dir=False, version_id=None, created=now, modified=modified
         )

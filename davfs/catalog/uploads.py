@@ -16,15 +16,16 @@ from sqlalchemy import delete, func, insert, select
 from davfs.catalog.db import Database, new_id
 from davfs.catalog.rows import Node, chunk_row
 from davfs.catalog.schema import chunks, meta, upload_chunks, uploads
-from davfs.catalog.tree import set_content
+from davfs.catalog.tree import Tree, set_content
 from davfs.chunk import ChunkRef
 
 
 class Uploads:
     """The upload journal and the commit of a new version."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, tree: Tree) -> None:
         self._db = db
+        self._tree = tree
 
     def gc_epoch(self) -> int:
         """How many gc deletion batches have completed; an upload reads it before it
@@ -103,6 +104,7 @@ class Uploads:
                 mtime=mtime,
                 expect_version=expect_version,
                 gc_epoch=gc_epoch,
+                windows_names=self._tree.windows_names,
             )
             if upload_id is not None:
                 conn.execute(delete(upload_chunks).where(upload_chunks.c.upload_id == upload_id))
