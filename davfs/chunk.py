@@ -117,6 +117,22 @@ class ChunkRef:
         return self.meta.size
 
 
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """A run of bytes of one chunk as a file version lists it. A piece of a whole chunk
+    is checked against the chunk's BlockHashes; a piece of a pack (many small files in
+    one chunk) carries the BlockHashes of its own blocks, which start at its offset."""
+
+    chunk_hash: str
+    offset: int
+    length: int
+    block_hashes: bytes | None = None
+
+    @property
+    def whole(self) -> bool:
+        return self.block_hashes is None
+
+
 class ChunkHasher:
     """The one definition of how new chunks are hashed: fed a chunk's bytes in order,
     it gives their :class:`ChunkMeta` in the current format."""

@@ -33,7 +33,7 @@ from davfs.catalog.oplog import (
     VersionSet,
     decode,
 )
-from davfs.chunk import ChunkMeta, ChunkRef, read_verified
+from davfs.chunk import ChunkMeta, ChunkRef, Piece, read_verified
 from davfs.errors import CatalogError, DavfsError
 from davfs.periodic import Periodic
 from davfs.stores.base import ChunkStore
@@ -181,7 +181,7 @@ class _Tree:
             return  # its creation fell in a lost window; reported when the tree is written
         match entry:
             case VersionSet():
-                node.update(size=entry.size, modified=entry.modified, chunks=entry.chunks)
+                node.update(size=entry.size, modified=entry.modified, pieces=entry.pieces)
             case MtimeSet():
                 node["modified"] = entry.modified
             case PropSet(value=None):
@@ -219,10 +219,10 @@ class _Tree:
                 problems.append(f"{path}: a second node of that name (history incomplete); not restored")
                 continue
             names.add((node["parent"], node["name"]))
-            parts: list[tuple[str, int]] | None = None
+            pieces: tuple[Piece, ...] | None = None
             if not node["dir"]:
-                parts = [(str(h), int(n)) for h, n in node.get("chunks", [])]
-                missing = [h for h, _ in parts if h not in chunks]
+                pieces = tuple(node.get("pieces", ()))
+                missing = {p.chunk_hash for p in pieces if p.chunk_hash not in chunks}
                 if missing:
                     problems.append(f"{path}: {len(missing)} chunk(s) missing from the store; not restored")
                     continue
@@ -234,7 +234,7 @@ class _Tree:
                 created=node["created"],
                 modified=node["modified"],
                 size=int(node.get("size", 0)),
-                chunks=parts,
+                pieces=pieces,
                 props=node["props"] or None,
             )
             if node["dir"]:

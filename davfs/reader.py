@@ -21,7 +21,7 @@ import threading
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
-from davfs.chunk import ChunkRef, verify_block
+from davfs.chunk import ChunkRef, block_hash
 from davfs.errors import IntegrityError
 from davfs.snapshot import FileSnapshot
 from davfs.stores.base import ChunkStore
@@ -50,7 +50,10 @@ class _Block:
     chunk: ChunkRef
     chunk_offset: int
     length: int
-    index_in_chunk: int
+    index: int
+    """Of the block in its extent."""
+    digest: bytes
+    """The BlockHash its bytes must have."""
 
 
 class _BlockMap:
@@ -81,26 +84,32 @@ class _BlockMap:
         block_size = extent.chunk.meta.block_size
         start = local * block_size
         length = min(block_size, extent.length - start)
-        return _Block(self._starts[e] + start, extent.chunk, extent.offset + start, length, local)
+        return _Block(
+            self._starts[e] + start,
+            extent.chunk,
+            extent.offset + start,
+            length,
+            local,
+            extent.block_digest(local),
+        )
 
 
 def fetch_block(store: ChunkStore, path: str, block: _Block) -> bytes:
     """Get one block from the store and verify it; never returns unverified bytes."""
     data = store.get(block.chunk.locator, block.chunk_offset, block.length)
-    try:
-        verify_block(block.chunk.meta, block.index_in_chunk, data)
-    except IntegrityError as exc:
+    actual = block_hash(data, block.chunk.meta.format)
+    if actual != block.digest:
         integrity_failures.add()
         log.error(
-            "integrity failure: path=%s chunk=%s block=%d locator=%s expected=%s got=%s",
+            "integrity failure: path=%s chunk=%s offset=%d locator=%s expected=%s got=%s",
             path,
             block.chunk.chunk_hash,
-            block.index_in_chunk,
+            block.chunk_offset,
             block.chunk.locator,
-            exc.args[2],
-            exc.args[3],
+            block.digest.hex(),
+            actual.hex(),
         )
-        raise
+        raise IntegrityError(block.index, block.chunk.chunk_hash, block.digest.hex(), actual.hex())
     return data
 
 

@@ -10,17 +10,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from davfs.chunk import ChunkRef
+from davfs.chunk import DIGEST_SIZE, ChunkRef, Piece
 
 
 @dataclass(frozen=True, slots=True)
 class Extent:
-    """A run of bytes of one chunk. Blocks are aligned to the extent's start, which is
-    the chunk's start as long as every extent covers its whole chunk."""
+    """A run of bytes of one chunk. Blocks are aligned to the extent's start: for a
+    whole chunk its own blocks; for a piece of a pack, ``block_hashes`` holds the
+    BlockHashes of the piece's blocks."""
 
     chunk: ChunkRef
     offset: int
     length: int
+    block_hashes: bytes | None = None
+
+    def block_digest(self, index: int) -> bytes:
+        """The BlockHash block ``index`` of this extent must have."""
+        if self.block_hashes is None:
+            return self.chunk.meta.block_digest(self.offset // self.chunk.meta.block_size + index)
+        return self.block_hashes[index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE]
+
+    def piece(self) -> Piece:
+        return Piece(self.chunk.chunk_hash, self.offset, self.length, self.block_hashes)
+
+    @classmethod
+    def whole(cls, chunk: ChunkRef) -> Extent:
+        return cls(chunk, 0, chunk.size)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from davfs.catalog import Node
 from davfs.catalog.uploads import Uploads
 from davfs.chunk import BLOCK_SIZE, ChunkHasher, ChunkMeta, ChunkRef
 from davfs.errors import DavfsError, IncompleteUpload, UploadError
+from davfs.snapshot import Extent
 from davfs.stores.base import ChunkStore, store_error
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ class ChunkWriter:
                 self.target.parent_id,
                 self.target.name,
                 upload_id=self._upload_id,
-                stored=self._stored,
+                stored=[Extent.whole(chunk) for chunk in self._stored],
                 size=self.received,
                 mtime=self._mtime,
                 expect_version=self.target.expect_version,

@@ -20,6 +20,7 @@ from davfs.errors import (
     NotFound,
     PreconditionFailed,
 )
+from davfs.snapshot import Extent
 from tests.services import fresh_postgres_database
 
 
@@ -46,7 +47,7 @@ def stored(content: bytes, block_size: int = 4) -> ChunkRef:
 
 
 def put(catalog: Catalog, parent: int, name: str, *parts: bytes, mtime=None):
-    chunks = [stored(p) for p in parts]
+    chunks = [Extent.whole(stored(p)) for p in parts]
     return catalog.uploads.commit(
         parent, name, upload_id=None, stored=chunks, size=sum(len(p) for p in parts), mtime=mtime
     )
@@ -221,7 +222,7 @@ def test_conditional_commits(catalog):
         ROOT_ID,
         "f",
         upload_id=None,
-        stored=[stored(b"two")],
+        stored=[Extent.whole(stored(b"two"))],
         size=3,
         mtime=None,
         expect_version=first.version_id,
@@ -231,7 +232,7 @@ def test_conditional_commits(catalog):
             ROOT_ID,
             "f",
             upload_id=None,
-            stored=[stored(b"xxx")],
+            stored=[Extent.whole(stored(b"xxx"))],
             size=3,
             mtime=None,
             expect_version=first.version_id,
@@ -310,14 +311,16 @@ def test_commit_clears_the_journal(catalog):
     upload = catalog.uploads.begin("/f")
     part = stored(b"abc")
     catalog.uploads.journal_chunk(upload, part.chunk_hash, part.locator)
-    catalog.uploads.commit(ROOT_ID, "f", upload_id=upload, stored=[part], size=3, mtime=None)
+    catalog.uploads.commit(ROOT_ID, "f", upload_id=upload, stored=[Extent.whole(part)], size=3, mtime=None)
     with catalog.db.engine.connect() as conn:
         assert conn.execute(select(schema.upload_chunks)).first() is None
 
 
 def test_commit_checks_sizes_and_targets(catalog):
     with pytest.raises(CatalogError):
-        catalog.uploads.commit(ROOT_ID, "f", upload_id=None, stored=[stored(b"abc")], size=4, mtime=None)
+        catalog.uploads.commit(
+            ROOT_ID, "f", upload_id=None, stored=[Extent.whole(stored(b"abc"))], size=4, mtime=None
+        )
     catalog.tree.mkdir(ROOT_ID, "dir")
     with pytest.raises(AlreadyExists):
         put(catalog, ROOT_ID, "dir", b"x")

@@ -285,6 +285,9 @@ def test_a_schema_2_catalog_is_brought_forward(tmp_path: Path):
         db.execute("ALTER TABLE chunks DROP COLUMN damaged")
         db.execute("DROP INDEX ix_nodes_fold")  # schema 4's
         db.execute("ALTER TABLE nodes DROP COLUMN fold")
+        db.execute("ALTER TABLE chunks DROP COLUMN kind")
+        db.execute("ALTER TABLE chunks DROP COLUMN format")
+        db.execute("ALTER TABLE extents DROP COLUMN block_hashes")
         db.execute("DROP TABLE locks")
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     catalog = Catalog(f"sqlite:///{path}")

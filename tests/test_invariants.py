@@ -37,6 +37,7 @@ from sqlalchemy import select
 from davfs import reader as reader_module
 from davfs.catalog import Catalog, content_etag
 from davfs.catalog.schema import upload_chunks, uploads
+from davfs.chunk import Piece
 from davfs.stores.faulty import FaultPlan, FaultyStore
 from davfs.stores.local import LocalStore
 from davfs.stores.memory import MemoryStore
@@ -607,7 +608,8 @@ def check_catalog_after_crash(
 
 def etag_of(data: bytes, chunk_size: int = MiB) -> str:
     """The ETag the catalog gives ``data`` stored in chunks of ``chunk_size``."""
-    return content_etag([sha(data[i : i + chunk_size]) for i in range(0, len(data), chunk_size)], len(data))
+    pieces = [Piece(sha(data[i : i + chunk_size]), 0, 0) for i in range(0, len(data), chunk_size)]
+    return content_etag(pieces, len(data))
 
 
 @pytest.mark.slow

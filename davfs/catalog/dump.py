@@ -22,14 +22,13 @@ from davfs.catalog.db import (
 from davfs.catalog.rows import content_etag, insert_node, insert_version, reference_chunks
 from davfs.catalog.schema import dead_props, nodes
 from davfs.catalog.tree import Tree
-from davfs.chunk import ChunkRef
+from davfs.chunk import ChunkRef, Piece
 from davfs.errors import CatalogError
 
 
 @dataclass(frozen=True, slots=True)
 class RecoveredNode:
-    """One node of a tree rebuilt from manifests; ``chunks`` is None for folders and
-    (ChunkHash, length) pairs for files."""
+    """One node of a tree rebuilt from manifests; ``pieces`` is None for folders."""
 
     id: int
     parent: int | None
@@ -38,7 +37,7 @@ class RecoveredNode:
     created: float
     modified: float
     size: int = 0
-    chunks: list[tuple[str, int]] | None = None
+    pieces: tuple[Piece, ...] | None = None
     props: dict[str, str] | None = None
 
 
@@ -131,10 +130,10 @@ class Dump:
             now = time.time()
             for item in tree:
                 version_id = None
-                if item.chunks is not None:
-                    reference_chunks(conn, [stored[h] for h, _ in item.chunks], now=now)
-                    etag = content_etag((h for h, _ in item.chunks), item.size)
-                    version_id = insert_version(conn, item.id, item.size, etag, item.chunks, now)
+                if item.pieces is not None:
+                    reference_chunks(conn, [stored[p.chunk_hash] for p in item.pieces], now=now)
+                    etag = content_etag(item.pieces, item.size)
+                    version_id = insert_version(conn, item.id, item.size, etag, item.pieces, now)
                 if item.id == ROOT_ID:
                     conn.execute(update(nodes).where(nodes.c.id == ROOT_ID).values(modified=item.modified))
                 else:

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, delete, func, insert, select
 from davfs.catalog.db import Database, continue_sequence
 from davfs.catalog.rows import reference_chunks
 from davfs.catalog.schema import oplog
-from davfs.chunk import ChunkRef
+from davfs.chunk import ChunkRef, Piece
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +38,12 @@ class NodeCreated:
 
 @dataclass(frozen=True, slots=True)
 class VersionSet:
-    """A file got new content: its chunks in order, as (ChunkHash, length)."""
+    """A file got new content: its pieces in order."""
 
     node: int
     size: int
     modified: float
-    chunks: tuple[tuple[str, int], ...]
+    pieces: tuple[Piece, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +101,19 @@ def encode(entry: Entry) -> str:
                 "modified": entry.modified,
             }
         case VersionSet():
-            chunks = [[h, n] for h, n in entry.chunks]
-            data = {
-                "op": "version",
-                "node": entry.node,
-                "size": entry.size,
-                "modified": entry.modified,
-                "chunks": chunks,
-            }
+            data = {"op": "version", "node": entry.node, "size": entry.size, "modified": entry.modified}
+            if all(p.whole and p.offset == 0 for p in entry.pieces):  # as the first release wrote it
+                data["chunks"] = [[p.chunk_hash, p.length] for p in entry.pieces]
+            else:
+                data["pieces"] = [
+                    [
+                        p.chunk_hash,
+                        p.offset,
+                        p.length,
+                        None if p.block_hashes is None else p.block_hashes.hex(),
+                    ]
+                    for p in entry.pieces
+                ]
         case MtimeSet():
             data = {"op": "mtime", "node": entry.node, "modified": entry.modified}
         case PropSet():
@@ -136,8 +141,14 @@ def decode(data: Mapping[str, Any]) -> Entry:
                 float(data["modified"]),
             )
         if op == "version":
-            chunks = tuple((str(h), int(n)) for h, n in data["chunks"])
-            return VersionSet(int(data["node"]), int(data["size"]), float(data["modified"]), chunks)
+            if "pieces" in data:
+                pieces = tuple(
+                    Piece(str(h), int(o), int(n), None if b is None else bytes.fromhex(str(b)))
+                    for h, o, n, b in data["pieces"]
+                )
+            else:
+                pieces = tuple(Piece(str(h), 0, int(n)) for h, n in data["chunks"])
+            return VersionSet(int(data["node"]), int(data["size"]), float(data["modified"]), pieces)
         if op == "mtime":
             return MtimeSet(int(data["node"]), float(data["modified"]))
         if op == "prop":
@@ -149,7 +160,7 @@ def decode(data: Mapping[str, Any]) -> Entry:
             return Moved(int(data["node"]), int(data["parent"]), str(data["name"]))
         if op == "delete":
             return Deleted(int(data["node"]))
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"oplog entry {op!r} is incomplete ({exc})") from None
     raise ValueError(f"unknown oplog entry {op!r}")
 

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from davfs.catalog.db import new_id
 from davfs.catalog.schema import chunks, extents, nodes, versions
-from davfs.chunk import ChunkMeta, ChunkRef
+from davfs.chunk import ChunkMeta, ChunkRef, Piece
 from davfs.errors import BadPath, CaseTwin, ChunkCollected, NotAFolder, NotFound
 from davfs.paths import windows_problem
 
@@ -70,11 +70,15 @@ def node_of(row: Any) -> Node:
     return Node(node_id, parent_id, name, bool(is_dir), created, modified, version_id, size or 0, etag)
 
 
-def content_etag(chunk_hashes: Iterable[str], size: int) -> str:
-    """Strong ETag derived from content: equal bytes give equal tags, across instances."""
+def content_etag(pieces: Iterable[Piece], size: int) -> str:
+    """Strong ETag derived from content: equal bytes give equal tags, across instances.
+    A whole chunk counts by its ChunkHash, a piece of a pack by its BlockHashes (the
+    pack's identity says nothing about the piece's bytes)."""
     digest = hashlib.sha256(str(size).encode())
-    for chunk_hash in chunk_hashes:
-        digest.update(chunk_hash.encode())
+    for piece in pieces:
+        digest.update(
+            piece.chunk_hash.encode() if piece.block_hashes is None else piece.block_hashes.hex().encode()
+        )
     return digest.hexdigest()[:32]
 
 
@@ -137,18 +141,25 @@ def insert_node(
 
 
 def insert_version(
-    conn: Connection, node_id: int, size: int, etag: str, parts: Sequence[tuple[str, int]], now: float
+    conn: Connection, node_id: int, size: int, etag: str, pieces: Sequence[Piece], now: float
 ) -> int:
-    """A new version of a node, made of whole chunks (ChunkHash, length) in order."""
+    """A new version of a node, made of ``pieces`` in order."""
     version_id = new_id(
         conn.execute(insert(versions).values(node_id=node_id, size=size, etag=etag, created=now))
     )
-    if parts:
+    if pieces:
         conn.execute(
             insert(extents),
             [
-                {"version_id": version_id, "seq": seq, "chunk_hash": h, "offset": 0, "length": n}
-                for seq, (h, n) in enumerate(parts)
+                {
+                    "version_id": version_id,
+                    "seq": seq,
+                    "chunk_hash": p.chunk_hash,
+                    "offset": p.offset,
+                    "length": p.length,
+                    "block_hashes": p.block_hashes,
+                }
+                for seq, p in enumerate(pieces)
             ],
         )
     return version_id
@@ -169,15 +180,23 @@ def chunk_row(chunk: ChunkRef, *, refcount: int, now: float) -> dict[str, Any]:
         "size": meta.size,
         "block_size": meta.block_size,
         "block_hashes": meta.block_hashes,
+        "kind": meta.kind,
+        "format": meta.format,
         "refcount": refcount,
         "unreferenced_since": None if refcount else now,
         "created": now,
     }
 
 
+def optional_bytes(value: Any) -> bytes | None:
+    """A binary column that may be NULL (drivers return memoryview or bytes)."""
+    return None if value is None else bytes(value)
+
+
 def chunk_of(row: Any) -> ChunkRef:
-    """A ChunkRef from a ``chunks`` row (the catalog records format 1 chunks only so far)."""
-    return ChunkRef(row.locator, ChunkMeta(row.chunk_hash, row.size, row.block_size, bytes(row.block_hashes)))
+    """A ChunkRef from a row of :data:`CHUNK_COLUMNS`."""
+    meta = ChunkMeta(row.chunk_hash, row.size, row.block_size, bytes(row.block_hashes), row.kind, row.format)
+    return ChunkRef(row.locator, meta)
 
 
 CHUNK_COLUMNS = (
@@ -186,6 +205,8 @@ CHUNK_COLUMNS = (
     chunks.c.size,
     chunks.c.block_size,
     chunks.c.block_hashes,
+    chunks.c.kind,
+    chunks.c.format,
 )
 
 
@@ -228,7 +249,9 @@ def reference_chunks(
             )
         else:  # gc deletes the old locator; this upload stored a new one
             conn.execute(update(chunks).where(chunks.c.chunk_hash == row.chunk_hash).values(deleting=None))
-    unknown = add_references(conn, counts, {h: c.locator for h, c in first.items()})
+    # A pack's locator belongs to the staging area (it seals and ships the pack).
+    locators = {h: c.locator for h, c in first.items() if c.meta.kind != "pack"}
+    unknown = add_references(conn, counts, locators)
     for chunk_hash, count in unknown.items():
         conn.execute(insert(chunks).values(**chunk_row(first[chunk_hash], refcount=count, now=now)))
 
@@ -241,7 +264,7 @@ def add_references(
     unknown: Counter[str] = Counter()
     for chunk_hash, count in counts.items():
         values: dict[str, Any] = {"refcount": chunks.c.refcount + count, "unreferenced_since": None}
-        if locators is not None:  # a fresh copy was just stored: whatever was damaged is healed
+        if locators is not None and chunk_hash in locators:  # a fresh copy was just stored: healed
             values.update(locator=locators[chunk_hash], damaged=None)
         updated = conn.execute(
             update(chunks).where(chunks.c.chunk_hash == chunk_hash).values(**values)

@@ -10,8 +10,11 @@ Data model (see ``shared/design.md``)::
                from a sibling's only by case (which Windows cannot tell apart) is found
     versions   one committed content of a file: size and ETag; ``retired`` is set when
                it is replaced or deleted (gc drops it after the grace period)
-    extents    ordered (chunk, offset, length) runs that make up a version
+    extents    ordered (chunk, offset, length) runs that make up a version; a run of a
+               pack (small files sharing one chunk) has the BlockHashes of its own blocks
     chunks     ChunkHash → locator, size, BlockHashes (32-byte digests concatenated),
+               kind (``data``, ``pack``, ``manifest``…) and format (how it is hashed);
+               a locator ``staged:…`` or ``open:…`` is in the staging area (davfs.staging),
                reference count (versions using it) and since when it is unreferenced;
                ``deleting`` is set while gc deletes it from the store, ``deleted_epoch``
                and ``deleted_at`` once it tried (an upload that stored the same bytes
@@ -99,6 +102,7 @@ extents = Table(
     Column("chunk_hash", String(64), nullable=False),
     Column("offset", BigInteger, nullable=False),
     Column("length", BigInteger, nullable=False),
+    Column("block_hashes", LargeBinary, nullable=True),
 )
 Index("ix_extents_chunk", extents.c.chunk_hash)
 
@@ -117,6 +121,8 @@ chunks = Table(
     Column("deleted_epoch", BigInteger, nullable=True),
     Column("deleted_at", Float, nullable=True),
     Column("damaged", Text, nullable=True),
+    Column("kind", String(16), nullable=False, server_default="data"),
+    Column("format", Integer, nullable=False, server_default="1"),
 )
 Index("ix_chunks_unreferenced", chunks.c.unreferenced_since)
 
@@ -193,9 +199,7 @@ MIGRATIONS: dict[int, Migration] = {
     # from_version: the step bringing the schema to from_version + 1.
     1: Migration(),  # 2 adds the oplog table, which create_all has already made
     2: Migration(ddl=lambda conn: _add_gc_columns(conn)),
-    3: Migration(
-        ddl=lambda conn: _add_fold_column(conn), backfill=lambda conn: fold_names(conn)
-    ),  # and locks
+    3: Migration(ddl=lambda conn: _schema_4(conn), backfill=lambda conn: fold_names(conn)),  # and locks
 }
 
 
@@ -207,11 +211,16 @@ def _add_gc_columns(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE chunks ADD COLUMN damaged TEXT")
 
 
-def _add_fold_column(conn: Connection) -> None:
+def _schema_4(conn: Connection) -> None:
     """Schema 4: names case-folded, for the Windows rule against names that differ only
-    by case (the ``locks`` table is new in 4 too)."""
+    by case; a chunk's kind and format; the BlockHashes of a piece of a pack (and the
+    new ``locks`` table)."""
     conn.exec_driver_sql("ALTER TABLE nodes ADD COLUMN fold TEXT")
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_nodes_fold ON nodes (parent_id, fold)")
+    conn.exec_driver_sql("ALTER TABLE chunks ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'data'")
+    conn.exec_driver_sql("ALTER TABLE chunks ADD COLUMN format INTEGER NOT NULL DEFAULT 1")
+    binary = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+    conn.exec_driver_sql(f"ALTER TABLE extents ADD COLUMN block_hashes {binary}")
 
 
 def fold_names(conn: Connection) -> None:

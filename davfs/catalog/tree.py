@@ -21,22 +21,25 @@ from davfs.catalog.db import ROOT_ID, Database, batches
 from davfs.catalog.rows import (
     ABSENT,
     CHILD_BY_NAME,
+    CHUNK_COLUMNS,
     NODE_BY_ID,
     NODE_COLUMNS,
     NODE_FROM,
     Node,
     add_references,
     check_new_name,
+    chunk_of,
     content_etag,
     insert_node,
     insert_version,
     node_of,
+    optional_bytes,
     reference_chunks,
     require_folder,
     retire,
 )
 from davfs.catalog.schema import chunks, dead_props, extents, nodes, versions
-from davfs.chunk import ChunkMeta, ChunkRef
+from davfs.chunk import Piece
 from davfs.errors import (
     AlreadyExists,
     CatalogError,
@@ -58,11 +61,8 @@ _VERSION_EXTENTS = (
     select(
         extents.c.offset,
         extents.c.length,
-        chunks.c.chunk_hash,
-        chunks.c.locator,
-        chunks.c.size,
-        chunks.c.block_size,
-        chunks.c.block_hashes,
+        extents.c.block_hashes.label("extent_hashes"),
+        *CHUNK_COLUMNS,
         chunks.c.damaged,
     )
     .select_from(extents.join(chunks, chunks.c.chunk_hash == extents.c.chunk_hash))
@@ -127,14 +127,7 @@ class Tree:
             if head is None:
                 raise NotFound(f"version {version_id} of {path}")
             rows = conn.execute(_VERSION_EXTENTS, {"version_id": version_id}).all()
-        parts = tuple(
-            Extent(
-                ChunkRef(r.locator, ChunkMeta(r.chunk_hash, r.size, r.block_size, bytes(r.block_hashes))),
-                r.offset,
-                r.length,
-            )
-            for r in rows
-        )
+        parts = tuple(Extent(chunk_of(r), r.offset, r.length, optional_bytes(r.extent_hashes)) for r in rows)
         if sum(e.length for e in parts) != head.size:
             raise CatalogError(f"version {version_id} of {path} has missing extents")
         damaged = next((f"chunk {r.chunk_hash[:16]} {r.damaged}" for r in rows if r.damaged), None)
@@ -319,13 +312,21 @@ class Tree:
                 dest_id = dest.id
             version_id = None
             if not source.is_dir and source.version_id is not None:
-                parts = conn.execute(
-                    select(extents.c.chunk_hash, extents.c.length)
+                rows = conn.execute(
+                    select(extents.c.chunk_hash, extents.c.offset, extents.c.length, extents.c.block_hashes)
                     .where(extents.c.version_id == source.version_id)
                     .order_by(extents.c.seq)
                 ).all()
-                add_references(conn, Counter(p.chunk_hash for p in parts))
-                pairs = tuple((p.chunk_hash, p.length) for p in parts)
+                add_references(conn, Counter(r.chunk_hash for r in rows))
+                pairs = tuple(
+                    Piece(
+                        r.chunk_hash,
+                        r.offset,
+                        r.length,
+                        None if r.block_hashes is None else bytes(r.block_hashes),
+                    )
+                    for r in rows
+                )
                 version_id = insert_version(conn, dest_id, source.size, source.etag or "", pairs, now)
                 if dest is not None:
                     retire(conn, conn.scalar(select(nodes.c.version_id).where(nodes.c.id == dest_id)), now)
@@ -363,26 +364,29 @@ def set_content(
     parent_id: int,
     name: str,
     *,
-    stored: Sequence[ChunkRef],
+    stored: Sequence[Extent],
     size: int,
     mtime: float | None,
     expect_version: int | None = None,
     gc_epoch: int | None = None,
     windows_names: bool = True,
 ) -> tuple[Node, bool]:
-    """Make ``stored`` the content of parent/name, inside the caller's transaction.
+    """Make the pieces ``stored`` holds the content of parent/name, inside the caller's
+    transaction.
 
     Creates the file if needed and retires the version it replaces. Returns the node
     and whether it was created. ``expect_version`` makes it conditional: the file must
     still have that version, or not exist (:data:`ABSENT`); otherwise
     :class:`PreconditionFailed` (a conditional PUT must not overwrite a change made
     while its body was arriving). ``gc_epoch``: see :func:`reference_chunks`."""
-    if sum(c.size for c in stored) != size:
-        raise CatalogError(f"commit of {name}: chunks hold {sum(c.size for c in stored)} bytes, not {size}")
+    if sum(e.length for e in stored) != size:
+        raise CatalogError(
+            f"commit of {name}: its pieces hold {sum(e.length for e in stored)} bytes, not {size}"
+        )
     require_folder(conn, parent_id)
     now = time.time()
     if stored:
-        reference_chunks(conn, stored, gc_epoch=gc_epoch, now=now)
+        reference_chunks(conn, [e.chunk for e in stored], gc_epoch=gc_epoch, now=now)
     existing = conn.execute(
         select(nodes.c.id, nodes.c.is_dir, nodes.c.version_id, nodes.c.created).where(
             nodes.c.parent_id == parent_id, nodes.c.name == name
@@ -393,8 +397,8 @@ def set_content(
     current = ABSENT if existing is None else existing.version_id
     if expect_version is not None and current != expect_version:
         raise PreconditionFailed(name)
-    etag = content_etag((c.chunk_hash for c in stored), size)
-    parts = tuple((c.chunk_hash, c.size) for c in stored)
+    parts = tuple(e.piece() for e in stored)
+    etag = content_etag(parts, size)
     modified = now if mtime is None else mtime
     if existing is None:
         check_new_name(conn, parent_id, name, windows=windows_names)

@@ -18,6 +18,7 @@ from davfs.catalog.rows import Node, chunk_row
 from davfs.catalog.schema import chunks, meta, upload_chunks, uploads
 from davfs.catalog.tree import Tree, set_content
 from davfs.chunk import ChunkRef
+from davfs.snapshot import Extent
 
 
 class Uploads:
@@ -85,7 +86,7 @@ class Uploads:
         name: str,
         *,
         upload_id: int | None,
-        stored: Sequence[ChunkRef],
+        stored: Sequence[Extent],
         size: int,
         mtime: float | None,
         expect_version: int | None = None,
