@@ -284,10 +284,10 @@ def _backup(config: DavfsConfig, args: argparse.Namespace) -> int:
 
     with Drive(config) as drive:
         if args.list:
-            for backup in list_backups(drive.store):
+            for backup in list_backups(drive.backing_store):
                 print(backup.label)
             return 0
-        made = backup_catalog(drive.catalog, drive.store, part_size=config.chunk_size)
+        made = backup_catalog(drive.catalog, drive.backing_store, part_size=config.chunk_size)
     print(f"backed up: {made.label}")
     return 0
 
@@ -298,9 +298,9 @@ def _restore(config: DavfsConfig, args: argparse.Namespace) -> int:
 
     replace = _clear_the_way(config, force=args.force, command="restore")
     with Drive(config) as drive:
-        backup = find_backup(drive.store, args.backup)
-        rows = restore_catalog(drive.catalog, drive.store, backup, replace=replace)
-        in_backup, in_store = drive.catalog.oplog.last_seq(), last_logged_seq(drive.store)
+        backup = find_backup(drive.backing_store, args.backup)
+        rows = restore_catalog(drive.catalog, drive.backing_store, backup, replace=replace)
+        in_backup, in_store = drive.catalog.oplog.last_seq(), last_logged_seq(drive.backing_store)
         drive.catalog.oplog.continue_after(max(in_backup, in_store))
     print(f"restored {rows} rows from {backup.label}")
     if in_store > in_backup:
@@ -344,7 +344,7 @@ def _recover(config: DavfsConfig, args: argparse.Namespace) -> int:
         with tqdm(
             desc="reading the store", unit=" chunks", file=sys.stderr, disable=not sys.stderr.isatty()
         ) as bar:
-            report = recover(drive.catalog, drive.store, progress=bar.update)
+            report = recover(drive.catalog, drive.backing_store, progress=bar.update)
     print(
         f"recovered {report.files} files and {report.folders} folders from {report.manifests} manifests "
         f"({report.entries} changes) over {report.chunks} chunks"

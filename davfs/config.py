@@ -70,6 +70,14 @@ class DavfsConfig:
     """Backups kept in the store; older ones are deleted after each new one."""
     propfind_infinity: bool = False
     """Answer PROPFIND with Depth: infinity (a whole-tree walk; off: 403 as RFC 4918 allows)."""
+    write_back: bool = True
+    """Acknowledge an upload once it is durable on this machine and ship it to the store
+    in the background (small files packed together); off: the store holds every byte
+    before the answer."""
+    staging_dir: Path = Path("data/staging")
+    """Where write-back keeps what is not shipped yet; default ``<data_dir>/staging``."""
+    staging_limit: int = 10 * 1024 * MiB
+    """Staged bytes at most; past it uploads wait, then get 503 with Retry-After."""
     windows_names: bool = True
     """New names must be ones Windows can open (no trailing dot or space, no CON, NUL,
     COM1…, none of <>:"|?*) and tell apart from their siblings (not only case)."""
@@ -214,6 +222,9 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
             "propfind_infinity", values.get("propfind_infinity", DavfsConfig.propfind_infinity)
         ),
         windows_names=_boolean("windows_names", values.get("windows_names", DavfsConfig.windows_names)),
+        write_back=_boolean("write_back", values.get("write_back", DavfsConfig.write_back)),
+        staging_dir=Path(str(values.get("staging_dir") or data_dir / "staging")).expanduser(),
+        staging_limit=_size("staging_limit", values.get("staging_limit", DavfsConfig.staging_limit)),
         telegram=telegram,
         wsgidav=copy.deepcopy(wsgidav_conf),
     )
@@ -226,6 +237,14 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
     for key, replacement in (("simple_dc", "davfs.users"), ("http_authenticator", "davfs.users")):
         if key in wsgidav_conf:
             raise ConfigError(key, f"davfs manages users itself; list them under {replacement} (see README)")
+    if config.write_back and catalog_url.startswith("postgresql") and not values.get("staging_dir"):
+        raise ConfigError(
+            "davfs.staging_dir",
+            "with a PostgreSQL catalog (several instances) write-back needs a staging folder every "
+            "instance mounts; set davfs.staging_dir to one, or set davfs.write_back: false",
+        )
+    if config.staging_limit < 64 * MiB:
+        raise ConfigError("davfs.staging_limit", "must be at least 64MiB")
     if config.anonymous and config.users:
         raise ConfigError("davfs.anonymous", "is on, but users are configured too; choose one")
     if not is_loopback(config.host) and config.anonymous and not config.allow_anonymous_remote:

@@ -32,6 +32,8 @@ from davfs.manifest import ManifestWriter
 from davfs.paths import split_path
 from davfs.periodic import Periodic
 from davfs.reader import ChunkReader
+from davfs.shipper import Shipper
+from davfs.staging import Packer, StagingArea
 from davfs.stores import LocalStore, open_store
 from davfs.stores.base import ChunkStore
 from davfs.writer import ChunkWriter, UploadTarget
@@ -52,15 +54,27 @@ class Drive:
         self.config = config
         self.catalog = Catalog(config.catalog_url, windows_names=config.windows_names)
         try:
-            self.store = store or open_store(config.store, telegram=config.telegram, data_dir=config.data_dir)
+            backing = store or open_store(config.store, telegram=config.telegram, data_dir=config.data_dir)
         except BaseException:
             self.catalog.close()
             raise
+        self.backing_store = backing
+        """Where chunks end up; manifests and backups go there directly."""
+        self.store: ChunkStore = backing
+        """Where uploads put chunks and reads get them: the staging area in front of the
+        backing store with write-back on (:mod:`davfs.staging`), else the store itself."""
+        self.packer: Packer | None = None
+        self.shipper: Shipper | None = None
+        if config.write_back:
+            staging = StagingArea(backing, config.staging_dir, limit=config.staging_limit)
+            self.store = staging
+            self.packer = Packer(staging, chunk_size=config.chunk_size, seal=self.catalog.staging.seal)
+            self.shipper = Shipper(self.catalog, staging, self.packer, forward_keep=config.gc_grace)
         # Separate pools: downloads' read-ahead must not queue behind uploads' store
         # calls (an fsync here, a slow Telegram send there).
         self._reads = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="davfs-read")
         self._writes = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="davfs-write")
-        self.manifests = ManifestWriter(self.catalog, self.store, interval=config.manifest_interval)
+        self.manifests = ManifestWriter(self.catalog, backing, interval=config.manifest_interval)
         self._jobs: list[Periodic] = []
         self._quota_lock = threading.Lock()
         self._quota: tuple[float, int | None, int | None] = (float("-inf"), None, None)
@@ -75,11 +89,13 @@ class Drive:
         """Start the server's background jobs: manifests, gc, catalog backups."""
         config = self.config
         self.manifests.start()
+        if self.shipper is not None:
+            self.shipper.start()
         self._jobs = [
             gc_schedule(self.catalog, self.store, interval=config.gc_interval, grace=config.gc_grace),
             backup_schedule(
                 self.catalog,
-                self.store,
+                self.backing_store,
                 interval=config.backup_interval,
                 keep=config.backup_keep,
                 part_size=config.chunk_size,
@@ -89,11 +105,14 @@ class Drive:
             job.start()
 
     def close(self) -> None:
-        """Stop the jobs, write the last manifest, close the store and the catalog."""
+        """Stop the jobs, write the last manifest, close the store and the catalog.
+        Staged data stays staged: the next start ships it."""
         self._reads.shutdown(wait=False, cancel_futures=True)
         self._writes.shutdown(wait=True, cancel_futures=True)
         for job in self._jobs:
             job.close()
+        if self.shipper is not None:
+            self.shipper.close()
         self.manifests.close()
         self.store.close()
         self.catalog.close()
@@ -141,16 +160,35 @@ class Drive:
 
     def _available_bytes(self) -> int | None:
         """Free space where the local store keeps its chunks (unknown for Telegram)."""
-        if not isinstance(self.store, LocalStore):
+        if not isinstance(self.backing_store, LocalStore):
             return None
         try:
-            return shutil.disk_usage(self.store.root).free
+            return shutil.disk_usage(self.backing_store.root).free
         except OSError:
             return None
 
+    def ship_all(self, timeout: float = 3600.0) -> int:
+        """Ship everything staged now and wait for it; returns how many chunks could not
+        be shipped (0: the store holds every byte)."""
+        return 0 if self.shipper is None else self.shipper.drain(timeout)
+
     def health(self) -> dict[str, Any]:
-        """What a load balancer needs to know; raises if the catalog does not answer."""
-        return {"status": "ok", "catalog_schema": self.catalog.db.schema_version()}
+        """What a load balancer (and ``davfs status``) needs to know; raises if the
+        catalog does not answer."""
+        state: dict[str, Any] = {"status": "ok", "catalog_schema": self.catalog.db.schema_version()}
+        if self.shipper is not None:
+            pending = self.catalog.staging.pending()
+            shipping = self.shipper.state()
+            state["write_back"] = {
+                "pending_files": pending.files,
+                "pending_bytes": pending.bytes,
+                "oldest_seconds": None if pending.oldest is None else round(pending.oldest, 1),
+                "shipping_bytes_per_second": round(shipping.bytes_per_second),
+                "last_store_error": shipping.last_error,
+                "last_store_error_at": shipping.last_error_at,
+                "retrying_at": shipping.waiting_until,
+            }
+        return state
 
     # --- reading and writing files ---------------------------------------------------
 
@@ -199,6 +237,7 @@ class Drive:
             chunk_size=self.config.chunk_size,
             in_flight=self.config.upload_in_flight,
             mtime=mtime,
+            packer=self.packer,
         )
 
     # --- changing the tree -----------------------------------------------------------

@@ -25,6 +25,7 @@ provider answers when the error reaches WebDAV (the translation happens in one p
     │   ├── ChunkMissing             store has no such chunk
     │   ├── StoreFull                no space left (507)
     │   └── StoreUnavailable         transient; retry later (503)
+    │       ├── StagingFull          write-back is over its limit, waiting for the store
     │       ├── StoreTimeout         no answer in time
     │       └── ChunkCollected       gc deleted a chunk an upload had just stored
     ├── IntegrityError               bytes from the store failed their BlockHash
@@ -166,6 +167,16 @@ class StoreUnavailable(StoreError):
             return max(1, int(self.args[1]))
         except (IndexError, TypeError, ValueError):
             return 30
+
+
+class StagingFull(StoreUnavailable):
+    """The staging area holds {} bytes, its limit is {}; the store is behind. Try again in a minute."""
+
+    exit_code = 36
+
+    @property
+    def retry_after(self) -> int:
+        return 60
 
 
 class StoreTimeout(StoreUnavailable):

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from davfs.catalog import Catalog
 from davfs.chunk import ChunkRef, verified_blocks
+from davfs.staging import OPEN
 from davfs.errors import ChunkMissing, IntegrityError, StoreError
 from davfs.stores.base import ChunkStore
 
@@ -134,7 +135,10 @@ def fsck(
     for chunk, paths in sorted(catalog.fsck.referenced_chunks(), key=lambda item: item[0].chunk_hash):
         if verify and paths and report.resumed_after and chunk.chunk_hash <= report.resumed_after:
             continue  # verified before the interruption
-        if not (verify and paths):  # chunks no current file uses are checked for presence only
+        # Chunks no current file uses are checked for presence only, and so is a pack
+        # still open for small files: it has no BlockHashes of its own until it is sealed
+        # (each file's piece has its own, checked whenever the file is read).
+        if not (verify and paths) or is_open_pack(chunk):
             if not store.exists(chunk.locator):
                 report.missing[chunk.chunk_hash] = paths or [
                     "no current file (replaced versions or a manifest)"
@@ -236,3 +240,7 @@ class _Throttle:
         ahead = self._taken / self._rate - (time.monotonic() - self._start)
         if ahead > 0:
             time.sleep(ahead)
+
+
+def is_open_pack(chunk: ChunkRef) -> bool:
+    return chunk.locator.startswith(OPEN)

@@ -104,9 +104,9 @@ def collect_garbage(
         if dry_run:
             return _dry_run(catalog, store, grace, report)
         report.versions_dropped, report.uploads_abandoned = catalog.gc.drop_retired(time.time() - grace)
-        report.orphans_adopted = catalog.gc.adopt_orphans(
-            catalog.gc.unknown_chunks(_stored_data_chunks(store))
-        )
+        found = _stored_data_chunks(store)
+        report.orphans_adopted = catalog.gc.adopt_orphans(catalog.gc.unknown_chunks(found))
+        _collect_strays(catalog, store, found, time.time() - grace, report, progress)
         started = time.time()
         cutoff = started - grace  # after the scan: with no grace, orphans go in this run
         while batch := catalog.gc.mark_for_deletion(cutoff, BATCH, stale=STALE_MARK, retry_before=started):
@@ -143,7 +143,33 @@ def _dry_run(catalog: Catalog, store: ChunkStore, grace: float, report: GcReport
 
 def _stored_data_chunks(store: ChunkStore) -> list[ChunkRef]:
     """Every file-content chunk in the store (manifests and backups are not gc's)."""
-    return [ChunkRef(locator, meta) for locator, meta in store.iter_chunks() if meta.kind == "data"]
+    return [ChunkRef(locator, meta) for locator, meta in store.iter_chunks() if meta.kind in ("data", "pack")]
+
+
+def _collect_strays(
+    catalog: Catalog,
+    store: ChunkStore,
+    found: list[ChunkRef],
+    cutoff: float,
+    report: GcReport,
+    progress: Callable[[int], object] | None,
+) -> None:
+    """Delete second copies of chunks the catalog has elsewhere, once strays for the grace
+    period (a Telegram send whose confirmation was lost long ago, a shipment repeated
+    after a crash)."""
+    sizes = {c.locator: c.size for c in found}
+    gone: list[str] = []
+    for chunk_hash, locator in catalog.gc.strays(found, cutoff):
+        try:
+            store.delete(locator)
+        except DavfsError as exc:
+            report.failed.append(f"stray copy of {chunk_hash[:16]}… at {locator}: {exc}")
+            continue
+        gone.append(locator)
+        report.deleted.append((chunk_hash, locator, sizes.get(locator, 0)))
+        if progress is not None:
+            progress(sizes.get(locator, 0))
+    catalog.gc.forget_strays(gone)
 
 
 def gc_schedule(catalog: Catalog, store: ChunkStore, *, interval: float, grace: float) -> Periodic:

@@ -31,6 +31,7 @@ from davfs.catalog.uploads import Uploads
 from davfs.chunk import BLOCK_SIZE, ChunkHasher, ChunkMeta, ChunkRef
 from davfs.errors import DavfsError, IncompleteUpload, UploadError
 from davfs.snapshot import Extent
+from davfs.staging import Packer
 from davfs.stores.base import ChunkStore, store_error
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class ChunkWriter:
         block_size: int = BLOCK_SIZE,
         in_flight: int = 2,
         mtime: float | None = None,
+        packer: Packer | None = None,
     ) -> None:
         if chunk_size % block_size:
             raise ValueError("chunk_size must be a multiple of block_size")
@@ -137,6 +139,7 @@ class ChunkWriter:
         self._block_size = block_size
         self._in_flight = max(1, in_flight)
         self._mtime = mtime
+        self._packer = packer
         self._spool: _Spool | None = None
         self._pending: list[tuple[Future[ChunkRef], str]] = []
         self._stored: list[ChunkRef] = []
@@ -190,6 +193,11 @@ class ChunkWriter:
         try:
             if self.expected_size is not None and self.received != self.expected_size:
                 raise IncompleteUpload(self.target.path, self.received, self.expected_size)
+            packer = self._packer
+            if packer is not None and self._spool is not None and not self._pending and not self._stored:
+                if self._spool.size < packer.below:
+                    self._commit_packed(packer)
+                    return
             if self._spool is not None:
                 self._ship_chunk(last=True)
             self._drain(0)
@@ -207,6 +215,26 @@ class ChunkWriter:
         except BaseException:
             self.abort()
             raise
+
+    def _commit_packed(self, packer: Packer) -> None:
+        """A small file: appended to the open pack and committed as a piece of it."""
+        spool, self._spool = self._spool, None
+        assert spool is not None
+        meta = spool.finish()
+
+        def commit(piece: Extent) -> tuple[Node, bool]:
+            return self._uploads.commit(
+                self.target.parent_id,
+                self.target.name,
+                upload_id=None,
+                stored=[piece],
+                size=self.received,
+                mtime=self._mtime,
+                expect_version=self.target.expect_version,
+            )
+
+        self.node, self.created = packer.add(spool.path, meta, commit)
+        self._finished = True
 
     def abort(self) -> None:
         """Give up: nothing becomes visible; stored chunks are left for gc."""

@@ -40,6 +40,11 @@ class RunningServer:
     thread: threading.Thread
     stopped: bool = False
 
+    def ship(self) -> None:
+        """Ship everything write-back staged into the store now (the store then holds
+        every byte, as a test that looks at the store expects)."""
+        assert self.app.drive.ship_all(timeout=120) == 0, "staged chunks could not be shipped"
+
     def stop(self) -> None:
         """Stop serving and close the catalog, store and lock storage (idempotent)."""
         if not self.stopped:

@@ -43,6 +43,7 @@ def populated(
     requests.request("MOVE", server.url + "Grüße/é.txt", headers={"Destination": server.url + "docs/é.txt"})
     files["docs/é.txt"] = files.pop("Grüße/é.txt")
     requests.request("PROPPATCH", server.url + "docs/a.txt", data=PROPPATCH).raise_for_status()
+    server.ship()  # the store holds every byte (write-back has shipped)
     return server, files
 
 
@@ -64,7 +65,7 @@ def test_backup_then_lose_the_catalog_then_restore_gives_the_identical_catalog(
     start_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     server, files = populated(start_server)
-    catalog, store = server.app.drive.catalog, server.app.drive.store
+    catalog, store = server.app.drive.catalog, server.app.drive.backing_store
     made = backup_catalog(catalog, store, part_size=512)  # several parts
     assert len(made.parts) > 1 and made.rows > 10
     before = everything(catalog)
@@ -107,7 +108,7 @@ def test_a_damaged_part_stops_the_restore_before_any_row_is_written(
     start_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     server, _ = populated(start_server)
-    made = backup_catalog(server.app.drive.catalog, server.app.drive.store, part_size=512)
+    made = backup_catalog(server.app.drive.catalog, server.app.drive.backing_store, part_size=512)
     locator = made.parts[1].locator
     chunk = next((server.config.data_dir / "store" / "chunks").glob(f"*/{locator}.chunk"))
     damaged = bytearray(chunk.read_bytes())
@@ -115,7 +116,7 @@ def test_a_damaged_part_stops_the_restore_before_any_row_is_written(
     chunk.write_bytes(bytes(damaged))
     fresh = Catalog(f"sqlite:///{tmp_path / 'restored.sqlite'}")
     with pytest.raises(CatalogError, match="damaged"):
-        restore_catalog(fresh, server.app.drive.store, made)
+        restore_catalog(fresh, server.app.drive.backing_store, made)
     assert fresh.tree.is_empty()
     fresh.close()
 
@@ -156,7 +157,7 @@ def test_newer_changes_after_a_restore_do_not_reuse_manifest_numbers(
     """After a restore, the store may hold manifests newer than the backup; new changes
     must be numbered after them, or a later recover would drop them as duplicates."""
     server, _ = populated(start_server)
-    made = backup_catalog(server.app.drive.catalog, server.app.drive.store, part_size=MiB)
+    made = backup_catalog(server.app.drive.catalog, server.app.drive.backing_store, part_size=MiB)
     requests.put(server.url + "after-backup.txt", data=b"x").raise_for_status()
     server.app.drive.manifests.flush()
     newest = server.app.drive.catalog.oplog.last_seq()
@@ -174,7 +175,8 @@ def test_backups_are_pruned_scheduled_and_never_collected(
 ) -> None:
     server = start_server(chunk_size="1MiB", gc_interval=0, backup_interval=1, backup_keep=2)
     requests.put(server.url + "f", data=b"x").raise_for_status()
-    store = server.app.drive.store
+    server.ship()
+    store = server.app.drive.backing_store
     deadline = time.monotonic() + 20
     while len(list_backups(store)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -198,14 +200,14 @@ def test_a_sqlite_backup_restores_into_postgresql_and_back(
     start_server: Callable[..., RunningServer], postgres_url: str, tmp_path: Path
 ) -> None:
     server, files = populated(start_server)
-    made = backup_catalog(server.app.drive.catalog, server.app.drive.store, part_size=MiB)
+    made = backup_catalog(server.app.drive.catalog, server.app.drive.backing_store, part_size=MiB)
     before = everything(server.app.drive.catalog)
     pg = Catalog(postgres_url)
-    restore_catalog(pg, server.app.drive.store, made)
+    restore_catalog(pg, server.app.drive.backing_store, made)
     assert tree(pg) == tree(server.app.drive.catalog)
-    from_pg = backup_catalog(pg, server.app.drive.store, part_size=MiB)
+    from_pg = backup_catalog(pg, server.app.drive.backing_store, part_size=MiB)
     pg.close()
     back = Catalog(f"sqlite:///{tmp_path / 'back.sqlite'}")
-    restore_catalog(back, server.app.drive.store, from_pg)
+    restore_catalog(back, server.app.drive.backing_store, from_pg)
     assert everything(back) == before
     back.close()

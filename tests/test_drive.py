@@ -57,6 +57,7 @@ def test_the_cli_and_the_server_refuse_a_damaged_file_alike(
     running = start_server(chunk_size="1MiB", data_dir=tmp_path / "data")
     data = os.urandom(2 * MiB + 5)
     requests.put(running.url + "one.bin", data=data).raise_for_status()
+    running.ship()
     snapshot_chunk = _first_chunk(running, "one.bin")
     running.stop()
     LocalStore(tmp_path / "data" / "store").delete(snapshot_chunk)

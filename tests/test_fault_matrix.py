@@ -33,6 +33,10 @@ out, and every cell asserts that its fault really was injected. ``put`` faults h
 error status) or a later one (a cut response): 67 cells in all
 (:func:`test_the_matrix_covers_every_fault_and_operation` checks the count).
 
+The matrix runs without write-back (``write_back: false``), where a client request meets
+the store itself; with write-back, store faults meet the shipper instead, which
+``tests/test_write_back.py`` covers.
+
 The starting drive (:data:`DRIVE`) has a 3-chunk file, small files in two folders,
 garbage for gc to delete during the cell (:data:`GARBAGE`), and a file that was deleted
 and collected before (:data:`COLLECTED`: its chunks' tombstones are still in the
@@ -353,7 +357,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The starting drive's data folder (catalog, store, locks), built once; each cell
     serves a copy, which is much faster than uploading it again (fsyncs) 67 times."""
     data_dir = tmp_path_factory.mktemp("fault-matrix-template") / "data"
-    running = launch(davfs_config(data_dir, chunk_size="1MiB", gc_interval=0))
+    running = launch(davfs_config(data_dir, chunk_size="1MiB", gc_interval=0, write_back=False))
     try:
         populate(running)
     finally:
@@ -485,7 +489,9 @@ def faulty_server(
         store = FaultyStore(LocalStore(data_dir / "store"))
         if not content_addressed:
             store.properties = dataclasses.replace(store.properties, content_addressed=False)
-        return start_server(store=store, data_dir=data_dir, chunk_size="1MiB", gc_interval=0)
+        return start_server(
+            store=store, data_dir=data_dir, chunk_size="1MiB", gc_interval=0, write_back=False
+        )
 
     return start
 

@@ -24,6 +24,8 @@ def data_with_files(start_server: Callable[..., RunningServer]) -> tuple[Path, d
     first_chunks = {}
     for name, size in (("one.bin", 2 * MiB + 3), ("two.bin", 5000)):
         requests.put(running.url + name, data=os.urandom(size)).raise_for_status()
+    running.ship()  # the store holds every byte
+    for name in ("one.bin", "two.bin"):
         node = running.app.drive.catalog.tree.resolve([name])
         assert node is not None and node.version_id is not None
         first_chunks[name] = (
@@ -128,6 +130,7 @@ def test_uploading_the_same_content_again_heals_a_marked_chunk(
     running = start_server(chunk_size="1MiB")
     data = os.urandom(MiB + 10)
     requests.put(running.url + "f.bin", data=data).raise_for_status()
+    running.ship()
     node = running.app.drive.catalog.tree.resolve(["f.bin"])
     assert node is not None and node.version_id is not None
     chunk = running.app.drive.catalog.tree.snapshot(node.version_id, "/f.bin").extents[0].chunk
@@ -139,6 +142,7 @@ def test_uploading_the_same_content_again_heals_a_marked_chunk(
     assert requests.get(running.url + "f.bin").status_code == 500
     requests.put(running.url + "copy-of-f.bin", data=data).raise_for_status()  # the user copies it back
     assert requests.get(running.url + "f.bin").content == data
+    running.ship()
     running.stop()
     assert run_fsck(data_dir, capsys, "--verify") == (0, "clean, 2 chunks (1048586 bytes) re-hashed\n")
 
@@ -200,6 +204,7 @@ def test_an_interrupted_verification_continues_where_it_stopped(
     running = start_server(chunk_size="1MiB")
     for i in range(6):
         requests.put(running.url + f"f{i}", data=os.urandom(MiB)).raise_for_status()
+    running.ship()
     running.stop()
     catalog = Catalog(running.config.catalog_url)
     store = LocalStore(str(running.config.data_dir / "store"))

@@ -481,6 +481,7 @@ def test_a_damaged_block_mid_download_is_one_line(
     server = start_server(users=USERS, store=store, chunk_size="1MiB")
     data = os.urandom(3 * 1024 * 1024)
     requests.put(server.url + "d.bin", data=data, auth=ALICE, timeout=30).raise_for_status()
+    server.ship()
     node = server.app.drive.catalog.tree.resolve(["d.bin"])
     assert node is not None and node.version_id is not None
     third = server.app.drive.catalog.tree.snapshot(node.version_id, "/d.bin").extents[2].chunk.locator

@@ -457,7 +457,7 @@ def test_a_full_disk_is_507_and_changes_nothing(start_server, http):
             return super().put_file(path, meta)
 
     store = FullStore()
-    server = start_server(store=store)
+    server = start_server(store=store, write_back=False)  # the upload writes to the store itself
     assert http.put(server.url + "f", data=b"old").status_code == 201
     store.full = True
     r = http.put(server.url + "f", data=b"new content")
@@ -518,6 +518,7 @@ def test_a_store_outage_before_the_first_byte_of_a_range_is_503_with_retry_after
     server = start_server(store=store, chunk_size="1MiB")
     data = os.urandom(2 * MiB)
     requests.put(server.url + "f.bin", data=data).raise_for_status()
+    server.ship()  # reads come from the store from now on
     store.arm(FaultPlan(get=".U"))  # the first block is fine, the second is unavailable
     r = requests.get(server.url + "f.bin", headers={"Range": f"bytes={MiB - 6}-{MiB + 5}"}, timeout=10)
     assert store.injected[("get", "U")] == 1

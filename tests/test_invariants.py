@@ -288,6 +288,7 @@ def test_download_finishes_with_the_version_it_started_on(gated_server, change: 
     old = payload(5 * MiB, seed=1)
     new = payload(5 * MiB + 12345, seed=2)
     put(at(server, "/movie.bin"), old)
+    server.ship()  # the download reads from the store, through the gate
     node = server.app.drive.catalog.tree.resolve(["movie.bin"])
     assert node is not None and node.version_id is not None
     old_chunks = {
@@ -350,6 +351,8 @@ def memory_server(start_server):
 
 
 def stored_chunks(server, path: str) -> list[str]:
+    """Where the store keeps the file's chunks (shipped there first, from write-back)."""
+    server.ship()
     node = server.app.drive.catalog.tree.resolve(segments(path))
     assert node is not None and node.version_id is not None
     return [e.chunk.locator for e in server.app.drive.catalog.tree.snapshot(node.version_id, path).extents]
@@ -520,7 +523,8 @@ def test_chunked_put_cut_off_changes_nothing(
 @pytest.fixture
 def flaky_server(start_server, tmp_path: Path):
     store = FaultyStore(LocalStore(tmp_path / "flaky-store"))
-    return start_server(store=store, chunk_size="1MiB"), store
+    # Without write-back: the upload itself meets the store (with it, the shipper does).
+    return start_server(store=store, chunk_size="1MiB", write_back=False), store
 
 
 @pytest.mark.parametrize("existing", [True, False], ids=["existing", "new"])

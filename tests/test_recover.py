@@ -71,6 +71,7 @@ def test_recover_rebuilds_the_tree_from_the_store_alone(
 ) -> None:
     running = start_server(chunk_size="1MiB")
     build_history(running.url)
+    running.ship()
     original = tree_of(running.app.drive.catalog)
     running.stop()  # writes the last manifest
 
@@ -86,6 +87,7 @@ def test_the_recovered_catalog_serves_the_same_bytes(start_server: Callable[...,
     body = os.urandom(3 * MiB + 5)
     first = start_server(chunk_size="1MiB")
     requests.put(first.url + "f.bin", data=body).raise_for_status()
+    first.ship()
     first.stop()
     data_dir = first.config.data_dir
     (data_dir / "catalog.sqlite").rename(data_dir / "lost.sqlite")
@@ -101,6 +103,7 @@ def test_recover_refuses_to_overwrite_a_catalog(
 ) -> None:
     running = start_server()
     requests.put(running.url + "keep.txt", data=b"keep").raise_for_status()
+    running.ship()
     running.stop()
     data_dir = running.config.data_dir
     assert cli_main(["-d", str(data_dir), "recover"]) != 0
@@ -115,8 +118,10 @@ def test_a_file_whose_chunks_are_gone_is_reported_not_restored(
     start_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     running = start_server(chunk_size="1MiB")
-    requests.put(running.url + "lost.bin", data=b"L" * 5000).raise_for_status()
-    requests.put(running.url + "kept.bin", data=b"K" * 5000).raise_for_status()
+    # Over a quarter of a chunk each, so not packed together: one chunk apiece.
+    requests.put(running.url + "lost.bin", data=b"L" * 300_000).raise_for_status()
+    requests.put(running.url + "kept.bin", data=b"K" * 300_000).raise_for_status()
+    running.ship()
     lost = running.app.drive.catalog.tree.resolve(["lost.bin"])
     assert lost is not None and lost.version_id is not None
     lost_chunk = (

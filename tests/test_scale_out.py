@@ -21,6 +21,7 @@ import yaml
 
 from davfs.catalog import Catalog
 from davfs.fsck import fsck
+from davfs.staging import StagingArea
 from davfs.stores.local import LocalStore
 from tests.conftest import MiB, ServerProcess
 
@@ -37,6 +38,7 @@ def scale_out_config(folder: Path, postgres_url: str, redis_url: str | None = No
         "davfs": {
             "catalog_url": postgres_url,
             "store": f"local:{folder / 'shared-store'}",
+            "staging_dir": str(folder / "shared-staging"),  # write-back: every instance reads it
             "chunk_size": "1MiB",
             "manifest_interval": 2,
         },
@@ -66,8 +68,12 @@ class Deployment:
     def problems(self) -> list[str]:
         """What `davfs fsck --verify` finds ([] when every file is whole)."""
         catalog = Catalog(self.catalog_url)
+        # What the instances read: the shared staging area in front of the shared store.
+        store = StagingArea(
+            LocalStore(str(self.store_dir)), self.store_dir.parent / "shared-staging", limit=1 << 40
+        )
         try:
-            return fsck(catalog, LocalStore(str(self.store_dir)), verify=True).lines()
+            return fsck(catalog, store, verify=True).lines()
         finally:
             catalog.close()
 

@@ -26,6 +26,12 @@ def serve(telegram: TelegramRig, start_server: Start, **davfs: object) -> Runnin
     return start_server(store=telegram.open_store(), chunk_size="1MiB", **davfs)
 
 
+def serve_direct(telegram: TelegramRig, start_server: Start, **davfs: object) -> RunningServer:
+    """Without write-back: an upload talks to Telegram before it is answered, so what
+    Telegram does reaches the client (with write-back it reaches the shipper)."""
+    return serve(telegram, start_server, write_back=False, **davfs)
+
+
 def referenced_messages(running: RunningServer) -> set[int]:
     """Message ids the catalog points at (data chunks and manifests)."""
     catalog = running.app.drive.catalog
@@ -38,7 +44,7 @@ def channel_messages(telegram: TelegramRig) -> set[int]:
 
 
 def test_put_and_get_ride_out_short_faults(telegram: TelegramRig, start_server: Start) -> None:
-    running = serve(telegram, start_server)
+    running = serve_direct(telegram, start_server)
     body = os.urandom(3 * MiB + 77)
     telegram.fake.drop("SaveFilePartRequest", times=2)
     telegram.fake.inject("SendMediaRequest", "FLOOD_WAIT_1")
@@ -56,7 +62,7 @@ def test_put_and_get_ride_out_short_faults(telegram: TelegramRig, start_server: 
 def test_a_long_flood_wait_is_503_with_retry_after_and_commits_nothing(
     telegram: TelegramRig, start_server: Start
 ) -> None:
-    running = serve(telegram, start_server)
+    running = serve_direct(telegram, start_server)
     requests.put(running.url + "f.bin", data=b"old").raise_for_status()
     telegram.fake.inject("SendMediaRequest", "FLOOD_WAIT_300")
     response = requests.put(running.url + "f.bin", data=os.urandom(MiB))
@@ -70,7 +76,7 @@ def test_a_long_flood_wait_is_503_with_retry_after_and_commits_nothing(
 
 
 def test_a_failing_upload_leaves_the_old_version(telegram: TelegramRig, start_server: Start) -> None:
-    running = serve(telegram, start_server)
+    running = serve_direct(telegram, start_server)
     requests.put(running.url + "f.bin", data=b"old").raise_for_status()
     telegram.fake.drop("SaveFilePartRequest", times=1000)
     response = requests.put(running.url + "f.bin", data=os.urandom(2 * MiB))
@@ -81,7 +87,7 @@ def test_a_failing_upload_leaves_the_old_version(telegram: TelegramRig, start_se
 
 
 def test_a_lost_send_confirmation_leaves_no_orphan(telegram: TelegramRig, start_server: Start) -> None:
-    running = serve(telegram, start_server)
+    running = serve_direct(telegram, start_server)
     telegram.fake.lose_confirmation("SendMediaRequest", times=2)
     body = os.urandom(2 * MiB + 1)
     assert requests.put(running.url + "f.bin", data=body).status_code == 201
@@ -95,6 +101,7 @@ def test_the_same_content_is_posted_once(telegram: TelegramRig, start_server: St
     body = os.urandom(2 * MiB)
     for name in ("a.bin", "b.bin", "a.bin"):
         assert requests.put(running.url + name, data=body).status_code in (201, 204)
+    running.ship()
     documents = [m for m in telegram.fake.messages(telegram.channel) if m.document is not None]
     assert len(documents) == 2  # two 1 MiB chunks, stored once for three PUTs
     assert requests.get(running.url + "b.bin").content == body
@@ -106,6 +113,7 @@ def test_messages_deleted_behind_our_back_give_an_error_not_wrong_bytes(
     running = serve(telegram, start_server)
     body = os.urandom(3 * MiB)
     requests.put(running.url + "f.bin", data=body).raise_for_status()
+    running.ship()
     telegram.fake.delete_behind(telegram.channel, channel_messages(telegram))
     response = requests.get(running.url + "f.bin")
     assert response.status_code >= 500
@@ -117,7 +125,7 @@ def test_random_faults_never_yield_a_wrong_byte_or_a_broken_file(
 ) -> None:
     """Bounded: 24 PUT/GET rounds with 15 % of requests failing (drops, lost
     confirmations, short flood waits)."""
-    running = serve(telegram, start_server)
+    running = serve_direct(telegram, start_server)
     rng = random.Random(7)
     committed: dict[str, str] = {}
     telegram.fake.random_faults(0.15, seed=11, kinds=("drop", "lose", "flood"))
@@ -145,6 +153,7 @@ def test_recover_rebuilds_the_catalog_from_the_channel(
 ) -> None:
     running = serve(telegram, start_server)
     build_history(running.url)
+    running.ship()
     original = tree_of(running.app.drive.catalog)
     running.stop()
     fresh = Catalog(f"sqlite:///{tmp_path / 'fresh.sqlite'}")
@@ -159,7 +168,7 @@ def test_refusals_telegram_should_never_send_are_clean_errors(
 ) -> None:
     """Our requests obey Telegram's rules, so these only come from a broken server or
     account; each must be a clean 5xx that commits nothing, never a traceback page."""
-    running = serve(telegram, start_server)
+    running = serve_direct(telegram, start_server)
     requests.put(running.url + "f.bin", data=b"old").raise_for_status()
     for request, error in [
         ("SaveFilePartRequest", "FILE_PART_SIZE_INVALID"),
@@ -182,6 +191,7 @@ def test_content_whose_message_vanished_is_posted_again_and_both_files_heal(
     running = serve(telegram, start_server)
     body = os.urandom(MiB + 10)
     requests.put(running.url + "first.bin", data=body).raise_for_status()
+    running.ship()
     telegram.fake.delete_behind(telegram.channel, channel_messages(telegram))
     assert requests.put(running.url + "second.bin", data=body).status_code == 201
     assert requests.get(running.url + "second.bin").content == body
@@ -201,13 +211,14 @@ def test_gc_deletes_the_messages_of_replaced_files_and_backups_live_in_the_chann
     requests.put(running.url + "f.bin", data=old).raise_for_status()
     requests.put(running.url + "f.bin", data=new).raise_for_status()
     requests.put(running.url + "keep.bin", data=b"keep").raise_for_status()
+    running.ship()
     before = channel_messages(telegram)
     report = collect_garbage(running.app.drive.catalog, running.app.drive.store, grace=0)
     assert len(report.deleted) == 2 and not report.failed  # the two chunks of the old content
     assert channel_messages(telegram) == before - {int(loc) for _, loc, _ in report.deleted}
     assert requests.get(running.url + "f.bin").content == new
 
-    made = backup_catalog(running.app.drive.catalog, running.app.drive.store, part_size=MiB)
+    made = backup_catalog(running.app.drive.catalog, running.app.drive.backing_store, part_size=MiB)
     expected = tree_of(running.app.drive.catalog)
     running.stop()
     store = telegram.open_store()

@@ -14,7 +14,9 @@ chunk references):
   (``davfs.manifest``);
 - :mod:`~davfs.catalog.dump` — every row out and in, and recovered trees
   (``davfs.backup``, ``davfs recover``);
-- :mod:`~davfs.catalog.locks` — WebDAV locks (``davfs.locks``, for wsgidav's lock manager).
+- :mod:`~davfs.catalog.locks` — WebDAV locks (``davfs.locks``, for wsgidav's lock manager);
+- :mod:`~davfs.catalog.staging` — packs and staged chunks (write-back: ``davfs.staging``,
+  ``davfs.shipper``).
 
 Written against SQLAlchemy Core with nothing engine-specific outside ``dialect.py``.
 """
@@ -28,6 +30,7 @@ from davfs.catalog.gc import GcQueries
 from davfs.catalog.locks import LockTable
 from davfs.catalog.oplog import OpLog
 from davfs.catalog.rows import ABSENT, Node, content_etag
+from davfs.catalog.staging import StagingQueries
 from davfs.catalog.tree import Tree
 from davfs.catalog.uploads import Uploads
 
@@ -45,6 +48,7 @@ class Catalog:
         self.oplog = OpLog(self.db)
         self.dump = Dump(self.db, self.tree)
         self.locks = LockTable(self.db)
+        self.staging = StagingQueries(self.db)
 
     @property
     def url(self) -> str:

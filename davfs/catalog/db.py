@@ -28,7 +28,7 @@ from davfs.errors import CatalogError
 ROOT_ID = 1
 BATCH = 500
 """Ids per ``IN (...)`` list: far below every engine's parameter limit."""
-_Key = TypeVar("_Key", int, str)
+_Key = TypeVar("_Key")
 
 
 class Database:

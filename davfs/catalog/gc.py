@@ -14,8 +14,9 @@ from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
 
 from davfs.catalog.db import Database, batches
 from davfs.catalog.rows import TOMBSTONE, chunk_row
-from davfs.catalog.schema import chunks, extents, meta, upload_chunks, uploads, versions
+from davfs.catalog.schema import chunks, extents, meta, strays, upload_chunks, uploads, versions
 from davfs.chunk import ChunkRef
+from davfs.staging import OPEN
 
 Collectable = tuple[str, str, int]
 """(ChunkHash, locator, size) of a chunk gc may delete."""
@@ -102,6 +103,50 @@ class GcQueries:
                     conn.execute(insert(chunks).values(**chunk_row(chunk, refcount=0, now=now)))
                 adopted += bool(reappeared or not exists)
         return adopted
+
+    def strays(self, found: Sequence[ChunkRef], cutoff: float) -> list[tuple[str, str]]:
+        """Of chunks a store holds, the second copies of chunks the catalog has at
+        another locator: noted when first seen; returned, as (ChunkHash, locator), once
+        first seen before ``cutoff`` (a shipment in flight is a stray for a moment)."""
+        now = time.time()
+        due: list[tuple[str, str]] = []
+        with self._db.write() as conn:
+            for batch in batches(list(found)):
+                tracked = {
+                    r.chunk_hash: r.locator
+                    for r in conn.execute(
+                        select(chunks.c.chunk_hash, chunks.c.locator).where(
+                            chunks.c.chunk_hash.in_([c.chunk_hash for c in batch]), ~TOMBSTONE
+                        )
+                    )
+                }
+                noted = {
+                    r.locator: r.first_seen
+                    for r in conn.execute(
+                        select(strays.c.locator, strays.c.first_seen).where(
+                            strays.c.locator.in_([c.locator for c in batch])
+                        )
+                    )
+                }
+                for chunk in batch:
+                    if chunk.chunk_hash not in tracked or tracked[chunk.chunk_hash] == chunk.locator:
+                        if chunk.locator in noted:  # no stray any more (its shipment landed)
+                            conn.execute(delete(strays).where(strays.c.locator == chunk.locator))
+                        continue
+                    if chunk.locator not in noted:
+                        conn.execute(
+                            insert(strays).values(
+                                locator=chunk.locator, chunk_hash=chunk.chunk_hash, first_seen=now
+                            )
+                        )
+                    elif noted[chunk.locator] < cutoff:
+                        due.append((chunk.chunk_hash, chunk.locator))
+        return due
+
+    def forget_strays(self, locators: Sequence[str]) -> None:
+        with self._db.write() as conn:
+            for batch in batches(list(locators)):
+                conn.execute(delete(strays).where(strays.c.locator.in_(batch)))
 
     def collectable(self, cutoff: float) -> tuple[list[Collectable], int, int]:
         """What gc would delete now, changing nothing: chunks unreferenced since before
@@ -205,5 +250,8 @@ def _collectable(
     if stale_before is not None:
         due = or_(due, and_(chunks.c.deleted_epoch.is_(None), chunks.c.deleting < stale_before))
     return select(chunks.c.chunk_hash, chunks.c.locator, chunks.c.size).where(
-        chunks.c.refcount == 0, due, chunks.c.chunk_hash.not_in(select(upload_chunks.c.chunk_hash))
+        chunks.c.refcount == 0,
+        due,
+        chunks.c.chunk_hash.not_in(select(upload_chunks.c.chunk_hash)),
+        ~chunks.c.locator.like(OPEN + "%"),  # the pack small files are being appended to
     )

@@ -28,6 +28,9 @@ Data model (see ``shared/design.md``)::
                until a manifest in the store holds it (design invariant 6)
     locks      WebDAV locks (token, locked path, owner, expiry), shared by every
                instance on the catalog; never backed up (they expire within a day)
+    strays     second copies in the store of chunks the catalog has at another locator
+               (a lost confirmation, a shipment repeated after a crash): gc deletes them
+               once they have been strays for the grace period
 """
 
 from __future__ import annotations
@@ -177,7 +180,15 @@ locks = Table(
 Index("ix_locks_root", locks.c.root)
 Index("ix_locks_principal", locks.c.principal)
 
-EPHEMERAL = frozenset({"locks"})
+strays = Table(
+    "strays",
+    metadata,
+    Column("locator", Text, primary_key=True),
+    Column("chunk_hash", String(64), nullable=False),
+    Column("first_seen", Float, nullable=False),
+)
+
+EPHEMERAL = frozenset({"locks", "strays"})
 """Tables backups leave out."""
 
 SCHEMA_VERSION = 4
