@@ -29,8 +29,8 @@ from pathlib import Path
 
 from davfs.catalog import Catalog
 from davfs.chunk import ChunkRef, verified_blocks
-from davfs.staging import OPEN
 from davfs.errors import ChunkMissing, IntegrityError, StoreError
+from davfs.staging import OPEN
 from davfs.stores.base import ChunkStore
 
 CHECKPOINT_SECONDS = 5.0
