@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cheroot import wsgi
 from redis.exceptions import RedisError
 from wsgidav.default_conf import DEFAULT_CONFIG
 from wsgidav.error_printer import ErrorPrinter
@@ -184,7 +183,7 @@ def _lock_storage(config: DavfsConfig, drive: Drive) -> Any:
     return storage
 
 
-def make_server(config: DavfsConfig, app: App) -> wsgi.Server:
+def make_server(config: DavfsConfig, app: App) -> DavfsServer:
     server = DavfsServer(
         (config.host, config.port),
         app.wsgi,
@@ -210,6 +209,21 @@ def make_server(config: DavfsConfig, app: App) -> wsgi.Server:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _stop_serving_on_signals(server: DavfsServer) -> None:
+    """Once serving, SIGTERM and Ctrl-C ask the serving loop to end rather than raise
+    KeyboardInterrupt wherever the main thread happens to be: raised inside cheroot's
+    hand-off of a connection to its worker queue, it left a worker waiting for ever and
+    the shutdown hung (about one SIGTERM in six). A second signal interrupts at once."""
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        server.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def _return_large_buffers_to_the_os() -> None:
@@ -259,6 +273,7 @@ def serve(config: DavfsConfig) -> None:
         )
         if app.generated_user is not None:
             print(first_user_banner(config, app.generated_user), flush=True)
+        _stop_serving_on_signals(server)
         server.serve()
     except KeyboardInterrupt:
         pass

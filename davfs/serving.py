@@ -153,6 +153,12 @@ class HeadFirstConnections(ConnectionManager):
     def __init__(self, server: Any) -> None:
         super().__init__(server)
         self._parked: list[tuple[float, Any]] = []
+        self._leaving = False
+
+    def leave(self) -> None:
+        """End the serving loop with KeyboardInterrupt at its next turn (flags only)."""
+        self._leaving = True
+        self._stop_requested = True
 
     def put(self, conn: Any) -> None:
         """A connection waiting for its next request (new, or kept alive)."""
@@ -187,6 +193,8 @@ class HeadFirstConnections(ConnectionManager):
             if now - last_expiration_check > expiration_interval:
                 self._expire(threshold=now - self.server.timeout)
                 last_expiration_check = now
+        if self._leaving:
+            raise KeyboardInterrupt
 
     def _ready(self, conn: Any) -> None:
         """A waiting connection has bytes (or an end): a worker's, once the head is in."""
@@ -253,6 +261,12 @@ class DavfsServer(wsgi.Server):
     """cheroot's WSGI server with davfs's connections and requests."""
 
     ConnectionClass = DavfsConnection
+
+    def request_stop(self) -> None:
+        """Make :meth:`serve` raise KeyboardInterrupt at the next turn of its loop (it
+        only sets flags, so a signal handler may call it); :meth:`stop` then shuts down."""
+        connections: HeadFirstConnections = getattr(self, "_connections")  # noqa: B009
+        connections.leave()
 
     def prepare(self) -> None:
         _more_file_descriptors()
