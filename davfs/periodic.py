@@ -8,6 +8,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from davfs.errors import StoreUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -30,6 +32,8 @@ class Periodic:
         while not self._stop.wait(self._interval):
             try:
                 self._job()
+            except StoreUnavailable as exc:  # expected now and then (a FLOOD_WAIT): no traceback
+                log.warning("%s waits: %s; trying again in %.0f s", self._name, exc, self._interval)
             except Exception:  # noqa: BLE001 - the schedule must outlive any one failure
                 log.exception("%s failed; trying again in %.0f s", self._name, self._interval)
 

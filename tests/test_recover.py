@@ -135,6 +135,26 @@ def test_a_file_whose_chunks_are_gone_is_reported_not_restored(
     assert problems and "/lost.bin" in problems[0]
 
 
+def test_changes_made_while_a_manifest_is_stored_wait_for_the_next_flush(tmp_path: Path) -> None:
+    """On Telegram a manifest takes a third of a second to store; a folder copy commits
+    files all the while. One flush must write one manifest, not chase every commit."""
+    catalog = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    store = LocalStore(str(tmp_path / "store"))
+    real_put, names = store.put, iter(range(100))
+
+    def slow_put(data: Any, meta: Any) -> str:
+        catalog.tree.mkdir(1, f"made-meanwhile-{next(names)}")  # a commit during the put
+        return real_put(data, meta)
+
+    store.put = slow_put  # type: ignore[method-assign]
+    writer = ManifestWriter(catalog, store, interval=3600)
+    catalog.tree.mkdir(1, "first")
+    assert writer.flush() == 1
+    assert writer.flush() == 1  # the folder made during the first put
+    assert sum(1 for _ in store.iter_chunks()) == 2
+    catalog.close()
+
+
 def test_a_flush_writes_pending_entries_once_and_recovery_replays_them(tmp_path: Path) -> None:
     catalog = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
     store = LocalStore(str(tmp_path / "store"))
