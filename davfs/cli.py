@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
 import os
 import sys
@@ -139,6 +140,22 @@ def _parser() -> argparse.ArgumentParser:
         help="set an existing SQLite catalog aside (renamed, not deleted) first",
     )
     recover.set_defaults(func=_recover)
+
+    status = commands.add_parser(
+        "status", help="what the drive holds and what waits on this machine to be shipped"
+    )
+    status.add_argument("--json", action="store_true", help="print the health endpoint's JSON instead")
+    status.set_defaults(func=_status)
+
+    ship = commands.add_parser(
+        "ship",
+        help="ship everything staged on this machine into the store now "
+        "(before retiring the machine; exit 1 if something could not be shipped)",
+    )
+    ship.add_argument(
+        "--timeout", type=float, default=3600.0, help="give up after this many seconds (default 3600)"
+    )
+    ship.set_defaults(func=_ship)
 
     hash_password = commands.add_parser(
         "hash-password", help="print a password_hash for davfs.users (the password is asked)"
@@ -310,6 +327,56 @@ def _restore(config: DavfsConfig, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _status(config: DavfsConfig, args: argparse.Namespace) -> int:
+    with Drive(config) as drive:
+        state = drive.health()
+        used, available = drive.quota()
+    if args.json:
+        print(json.dumps(state, indent=2))
+        return 0
+    catalog = make_url(config.catalog_url).render_as_string(hide_password=True)
+    print(f"catalog:  {catalog} (schema {state['catalog_schema']})")
+    print(f"store:    {config.store}")
+    print(
+        f"files:    {_size(used or 0)} stored" + ("" if available is None else f", {_size(available)} free")
+    )
+    waiting = state.get("write_back")
+    if waiting is None:
+        print("shipping: write_back is off; uploads go straight to the store")
+        return 0
+    if not waiting["pending_files"]:
+        print("shipping: nothing waits; the store holds every file")
+    else:
+        print(
+            f"shipping: {waiting['pending_files']} files ({_size(waiting['pending_bytes'])}) wait "
+            f"on this machine in {config.staging_dir}, the oldest for {waiting['oldest_seconds']:.0f} s"
+        )
+    if waiting["last_store_error"]:
+        print(f"last store error: {waiting['last_store_error']}")
+    return 0
+
+
+def _ship(config: DavfsConfig, args: argparse.Namespace) -> int:
+    with Drive(config) as drive:
+        before = drive.catalog.staging.pending()
+        left = drive.ship_all(timeout=args.timeout)
+        error, _ = drive.catalog.staging.trouble() or (None, None)
+    if left:
+        print(f"davfs: {left} chunks are still staged: {error or 'time is up'}", file=sys.stderr)
+        return 1
+    print(f"shipped {before.chunks} chunks ({_size(before.bytes)}); the store holds every file")
+    return 0
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 def _clear_the_way(config: DavfsConfig, *, force: bool, command: str) -> bool:

@@ -179,13 +179,14 @@ class Drive:
         if self.shipper is not None:
             pending = self.catalog.staging.pending()
             shipping = self.shipper.state()
+            error, error_at = self.catalog.staging.trouble() or (None, None)
             state["write_back"] = {
                 "pending_files": pending.files,
                 "pending_bytes": pending.bytes,
                 "oldest_seconds": None if pending.oldest is None else round(pending.oldest, 1),
                 "shipping_bytes_per_second": round(shipping.bytes_per_second),
-                "last_store_error": shipping.last_error,
-                "last_store_error_at": shipping.last_error_at,
+                "last_store_error": error,
+                "last_store_error_at": error_at,
                 "retrying_at": shipping.waiting_until,
             }
         return state

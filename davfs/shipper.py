@@ -43,12 +43,11 @@ _HOUSEKEEPING = 60.0
 
 @dataclass(frozen=True)
 class ShippingState:
-    """How shipping goes, for ``davfs status`` and the health endpoint."""
+    """How shipping goes in this process, for the health endpoint (the last store
+    error is kept in the catalog: :meth:`StagingQueries.trouble`)."""
 
     bytes_per_second: float
     """Over the last minute."""
-    last_error: str | None
-    last_error_at: float | None
     waiting_until: float | None
     """When the shipper tries again after a failure, if it is waiting."""
 
@@ -106,8 +105,7 @@ class Shipper:
         now = time.time()
         recent = [(when, size) for when, size in list(self._shipped) if now - when <= 60]
         rate = sum(size for _, size in recent) / 60.0
-        error, at = self._error if self._error else (None, None)
-        return ShippingState(rate, error, at, self._waiting_until)
+        return ShippingState(rate, self._waiting_until)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -137,11 +135,14 @@ class Shipper:
                 self._last_success = time.time()
                 self._warned_stuck = False
                 return False
+            self._backoff = 0.0  # a failure in this batch sets it again
             results = list(self._pool.map(self._ship, batch))
         if any(results):
-            self._backoff = 0.0
             self._last_success = time.time()
             self._warned_stuck = False
+            if self._error is not None and self._backoff == 0.0:
+                self._error = None
+                self._catalog.staging.note_trouble(None)
         return any(results)
 
     def _ship(self, chunk: ChunkRef) -> bool:
@@ -165,6 +166,8 @@ class Shipper:
         return True
 
     def _failed(self, chunk: ChunkRef, exc: DavfsError, *, wait: float) -> None:
+        if self._error is None or self._error[0] != str(exc):
+            self._catalog.staging.note_trouble(str(exc))
         self._error = (str(exc), time.time())
         self._backoff = max(self._backoff, wait)
         stuck_for = time.time() - self._last_success
@@ -192,3 +195,4 @@ class Shipper:
                 log.info("removing staged chunk %s, which no upload committed", name[:16])
                 self._staging.delete(STAGED + name)
         self._staging.forget_forwards(now - self._forward_keep)
+        self._staging.recount()

@@ -82,7 +82,7 @@ class StagingArea:
         )
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
-        self.pending_bytes = sum(p.stat().st_size for p in self._chunks.iterdir() if p.is_file())
+        self.pending_bytes = self._count()
         self.shipped_notice: Callable[[], None] = lambda: None
         """Called whenever something new waits to be shipped (the shipper's wake-up)."""
 
@@ -233,9 +233,29 @@ class StagingArea:
             while self.pending_bytes + size > self.limit and self.pending_bytes > 0:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    self.pending_bytes = self._count()  # another process may have shipped
+                    if self.pending_bytes + size <= self.limit:
+                        break
                     raise StagingFull(self.pending_bytes, self.limit)
                 self.shipped_notice()
                 self._room.wait(min(left, 1.0))
+
+    def recount(self) -> None:
+        """Count the staged bytes afresh: ``davfs ship`` or another process sharing this
+        folder may have shipped (and removed) chunks this one counted."""
+        counted = self._count()
+        with self._room:
+            self.pending_bytes = counted
+            self._room.notify_all()
+
+    def _count(self) -> int:
+        total = 0
+        for path in self._chunks.iterdir():
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
 
     def _grow(self, size: int) -> None:
         with self._room:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,12 +10,19 @@ from pathlib import Path
 
 from davfs.cli import OS_ERROR, main
 from davfs.errors import DavfsError, NotAFile, NotFound
+from davfs.stores.local import LocalStore
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def run(tmp_path, *args):
     return main(["-c", os.devnull, "-d", str(tmp_path / "data"), *args])
+
+
+def file_chunks(tmp_path: Path) -> list[str]:
+    """The kind of every chunk of file data in the local store."""
+    store = LocalStore(tmp_path / "data" / "store")
+    return [meta.kind for _, meta in store.iter_chunks() if meta.kind in ("data", "pack")]
 
 
 def test_put_ls_get_round_trip(tmp_path, capsys):
@@ -100,3 +108,23 @@ def test_sigterm_shuts_the_server_down_in_order(server_process, tmp_path):
     catalog = Catalog(f"sqlite:///{tmp_path / 'data' / 'catalog.sqlite'}")
     assert catalog.oplog.pending(10) == []  # every change is in a manifest in the store
     catalog.close()
+
+
+def test_status_tells_what_waits_to_be_shipped_and_ship_ships_it(tmp_path, capsys):
+    for name, data in (("small.txt", b"small"), ("big.bin", os.urandom(21 * 1024 * 1024))):
+        (tmp_path / name).write_bytes(data)
+        assert run(tmp_path, "put", str(tmp_path / name), "/") == 0
+    capsys.readouterr()
+    assert run(tmp_path, "status") == 0
+    out = capsys.readouterr().out
+    assert "shipping: 2 files (21.0 MiB) wait on this machine" in out, out
+    assert file_chunks(tmp_path) == []  # manifests only
+    assert run(tmp_path, "ship") == 0
+    assert "shipped 3 chunks (21.0 MiB)" in capsys.readouterr().out
+    assert sorted(file_chunks(tmp_path)) == ["data", "data", "pack"]  # big.bin's two, small.txt's pack
+    assert run(tmp_path, "status", "--json") == 0
+    state = json.loads(capsys.readouterr().out)
+    assert state["write_back"]["pending_files"] == 0 and state["write_back"]["pending_bytes"] == 0
+    out_file = tmp_path / "out.bin"
+    assert run(tmp_path, "get", "/big.bin", str(out_file)) == 0
+    assert out_file.read_bytes() == (tmp_path / "big.bin").read_bytes()

@@ -38,6 +38,7 @@ from davfs import reader as reader_module
 from davfs.catalog import Catalog, content_etag
 from davfs.catalog.schema import upload_chunks, uploads
 from davfs.chunk import Piece
+from davfs.staging import StagingArea
 from davfs.stores.faulty import FaultPlan, FaultyStore
 from davfs.stores.local import LocalStore
 from davfs.stores.memory import MemoryStore
@@ -585,7 +586,8 @@ def check_catalog_after_crash(
     whole and its chunks are in the store; every journaled (uncommitted) chunk is in the
     store too, so it is a collectable orphan and not a dangling row. Returns the files
     and the upload id of every journaled chunk."""
-    store = LocalStore(data_dir / "store")
+    # Chunks not yet shipped are read through the staging area, as the server reads them.
+    store = StagingArea(LocalStore(data_dir / "store"), data_dir / "staging", limit=1 << 40)
     catalog = Catalog(f"sqlite:///{data_dir}/catalog.sqlite")
     try:
         files = catalog_files(catalog)

@@ -4,19 +4,22 @@ how much waits."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import distinct, func, select, update
+from sqlalchemy import delete, distinct, func, insert, select, update
 
 from davfs.catalog.db import Database, batches
 from davfs.catalog.rows import CHUNK_COLUMNS, chunk_of
 from davfs.catalog.schema import chunks, extents, nodes
+from davfs.catalog.schema import meta as meta_table
 from davfs.chunk import ChunkMeta, ChunkRef
 from davfs.staging import OPEN, STAGED
 
 _WAITING = chunks.c.locator.like(STAGED + "%") | chunks.c.locator.like(OPEN + "%")
+_TROUBLE = "shipping:last-error"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,23 @@ class StagingQueries:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    def note_trouble(self, error: str | None) -> None:
+        """Keep the shipper's last store error (None: shipping works again) where
+        ``davfs status`` and every instance's health endpoint see it."""
+        with self._db.write() as conn:
+            conn.execute(delete(meta_table).where(meta_table.c.key == _TROUBLE))
+            if error is not None:
+                conn.execute(insert(meta_table).values(key=_TROUBLE, value=json.dumps([error, time.time()])))
+
+    def trouble(self) -> tuple[str, float] | None:
+        """The last store error the shipper met and when, while shipping fails."""
+        with self._db.read() as conn:
+            value = conn.scalar(select(meta_table.c.value).where(meta_table.c.key == _TROUBLE))
+        if value is None:
+            return None
+        error, at = json.loads(value)
+        return str(error), float(at)
 
     def seal(self, pack_id: str, meta: ChunkMeta) -> bool:
         """An open pack is whole: from now on an ordinary staged chunk with these hashes.
