@@ -33,6 +33,7 @@ from davfs.catalog.schema import SCHEMA_VERSION
 from davfs.chunk import ChunkHasher, ChunkMeta, ChunkRef, read_verified, verified_blocks
 from davfs.errors import CatalogError, DavfsError, IntegrityError
 from davfs.periodic import Periodic
+from davfs.staging import STAGED, StagingArea
 from davfs.stores.base import ChunkStore
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,33 @@ def restore_catalog(catalog: Catalog, store: ChunkStore, backup: Backup, *, repl
         loaded = catalog.dump.load_rows(rows, schema_version=int(header.get("schema", 0)), replace=replace)
     catalog.oplog.continue_after(int(header.get("last_seq", 0)))
     return loaded
+
+
+def settle_staged(catalog: Catalog, store: ChunkStore, staging: StagingArea | None) -> int:
+    """A backup made while chunks were staged names them by staging locators. Point
+    each one shipped since at its place in the store (its forward record, else found by
+    one scan of the store); chunks still staged here stay for the shipper. Returns how
+    many are nowhere: they were staged on a machine that is gone (``davfs fsck`` names
+    the files that used them)."""
+    unplaced: dict[str, ChunkRef] = {}
+    for chunk in catalog.staging.all_waiting():
+        name = chunk.locator.split(":", 1)[1]
+        if staging is not None and staging.holds(name):
+            continue
+        forward = None if staging is None else staging.forward(name)
+        if forward is not None and chunk.locator.startswith(STAGED) and store.exists(forward):
+            catalog.staging.relocate(chunk.chunk_hash, chunk.locator, ChunkRef(forward, chunk.meta))
+        else:
+            unplaced[chunk.chunk_hash] = chunk
+    if unplaced:
+        try:
+            for locator, meta in store.iter_chunks():
+                staged = unplaced.pop(meta.chunk_hash, None)
+                if staged is not None:
+                    catalog.staging.relocate(meta.chunk_hash, staged.locator, ChunkRef(locator, meta))
+        except DavfsError as exc:  # e.g. a bot, which cannot read a channel's history
+            log.warning("could not look through the store for chunks shipped after the backup: %s", exc)
+    return len(unplaced)
 
 
 def prune_backups(store: ChunkStore, keep: int) -> list[Backup]:

@@ -310,16 +310,23 @@ def _backup(config: DavfsConfig, args: argparse.Namespace) -> int:
 
 
 def _restore(config: DavfsConfig, args: argparse.Namespace) -> int:
-    from davfs.backup import find_backup, restore_catalog
+    from davfs.backup import find_backup, restore_catalog, settle_staged
     from davfs.manifest import last_logged_seq
 
     replace = _clear_the_way(config, force=args.force, command="restore")
     with Drive(config) as drive:
         backup = find_backup(drive.backing_store, args.backup)
         rows = restore_catalog(drive.catalog, drive.backing_store, backup, replace=replace)
+        lost = settle_staged(drive.catalog, drive.backing_store, drive.staging)
         in_backup, in_store = drive.catalog.oplog.last_seq(), last_logged_seq(drive.backing_store)
         drive.catalog.oplog.continue_after(max(in_backup, in_store))
     print(f"restored {rows} rows from {backup.label}")
+    if lost:
+        print(
+            f"davfs: {lost} chunks were staged for shipping when the backup was made and are neither "
+            "in the store nor staged here; `davfs fsck` names the files that used them",
+            file=sys.stderr,
+        )
     if in_store > in_backup:
         print(
             f"the store's manifests hold {in_store - in_backup} changes newer than this backup; "

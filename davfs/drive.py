@@ -63,10 +63,11 @@ class Drive:
         self.store: ChunkStore = backing
         """Where uploads put chunks and reads get them: the staging area in front of the
         backing store with write-back on (:mod:`davfs.staging`), else the store itself."""
+        self.staging: StagingArea | None = None
         self.packer: Packer | None = None
         self.shipper: Shipper | None = None
         if config.write_back:
-            staging = StagingArea(backing, config.staging_dir, limit=config.staging_limit)
+            staging = self.staging = StagingArea(backing, config.staging_dir, limit=config.staging_limit)
             self.store = staging
             self.packer = Packer(staging, chunk_size=config.chunk_size, seal=self.catalog.staging.seal)
             self.shipper = Shipper(self.catalog, staging, self.packer, forward_keep=config.gc_grace)

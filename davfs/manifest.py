@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from davfs.catalog import ROOT_ID, Catalog, RecoveredNode
 from davfs.catalog.oplog import (
@@ -68,7 +68,7 @@ class ManifestWriter:
         of about 20 a minute."""
         written = 0
         with self._flushing, self._catalog.db.single_instance("manifests") as mine:
-            while mine and (entries := self._catalog.oplog.pending(MAX_ENTRIES)):
+            while mine and (entries := self._shipped_prefix(self._catalog.oplog.pending(MAX_ENTRIES))):
                 body = json.dumps(
                     {"format": FORMAT, "written": time.time(), "entries": entries}, separators=(",", ":")
                 ).encode()
@@ -79,6 +79,26 @@ class ManifestWriter:
                 if len(entries) < MAX_ENTRIES:
                     break
         return written
+
+    def _shipped_prefix(self, entries: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
+        """The entries before the first whose content still waits to be shipped: a
+        manifest names only chunks the store holds, so ``recover`` after the loss of
+        this machine rebuilds the last shipped state (a file replaced by content that
+        never left the machine comes back with its previous content) and never a file
+        whose bytes are gone. Later entries follow once their chunks are shipped."""
+        decoded = [decode(raw) for _, raw in entries]
+        pieces = {
+            index: {piece.chunk_hash for piece in entry.pieces}
+            for index, entry in enumerate(decoded)
+            if isinstance(entry, VersionSet)
+        }
+        waiting = self._catalog.staging.waiting(set().union(*pieces.values())) if pieces else set()
+        if not waiting:
+            return entries
+        cut = min(index for index, hashes in pieces.items() if hashes & waiting)
+        node = cast(VersionSet, decoded[cut]).node
+        created_here = [i for i, e in enumerate(decoded[:cut]) if isinstance(e, NodeCreated) and e.id == node]
+        return entries[: min([cut, *created_here])]  # a file created with that content waits whole
 
     def close(self) -> None:
         """Stop the timer and write what is left."""

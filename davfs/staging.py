@@ -126,7 +126,7 @@ class StagingArea:
         try:
             fd = os.open(self.path_of(name), os.O_RDONLY)
         except FileNotFoundError:
-            forward = self._forward(name)
+            forward = self.forward(name)
             if forward is None:
                 raise ChunkMissing(name, "staging") from None
             return self.store.get(forward, offset, length)
@@ -154,7 +154,7 @@ class StagingArea:
         name = locator.split(":", 1)[1]
         if self.path_of(name).exists():
             return True
-        forward = self._forward(name)
+        forward = self.forward(name)
         return forward is not None and self.store.exists(forward)
 
     def iter_chunks(self) -> Iterator[tuple[str, ChunkMeta]]:
@@ -197,7 +197,12 @@ class StagingArea:
         os.replace(temporary, record)
         self._drop(chunk_hash)
 
-    def _forward(self, name: str) -> str | None:
+    def holds(self, name: str) -> bool:
+        """Whether the staging file of this chunk (or open pack) is here."""
+        return self.path_of(name).exists()
+
+    def forward(self, name: str) -> str | None:
+        """The store locator a shipped chunk's forward record names, if it has one."""
         try:
             return (self._shipped / name).read_text(encoding="utf-8").strip() or None
         except (FileNotFoundError, NotADirectoryError):

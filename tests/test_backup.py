@@ -159,6 +159,7 @@ def test_newer_changes_after_a_restore_do_not_reuse_manifest_numbers(
     server, _ = populated(start_server)
     made = backup_catalog(server.app.drive.catalog, server.app.drive.backing_store, part_size=MiB)
     requests.put(server.url + "after-backup.txt", data=b"x").raise_for_status()
+    server.ship()  # manifests name shipped content only
     server.app.drive.manifests.flush()
     newest = server.app.drive.catalog.oplog.last_seq()
     server.stop()
@@ -211,3 +212,52 @@ def test_a_sqlite_backup_restores_into_postgresql_and_back(
     restore_catalog(back, server.app.drive.backing_store, from_pg)
     assert everything(back) == before
     back.close()
+
+
+def test_a_backup_made_while_files_were_staged_finds_them_in_the_store_once_shipped(
+    start_server: Callable[..., RunningServer], monkeypatch, capsys
+) -> None:
+    """The backup names staged locators; by the time it is restored the chunks were
+    shipped and their forward records are gone (or the staging folder with them)."""
+    server = start_server(chunk_size="1MiB", gc_interval=0, backup_interval=0)
+    files = {"big.bin": os.urandom(MiB + 5), "small.txt": b"packed, in the open pack"}
+    monkeypatch.setattr("davfs.shipper.Shipper.run_once", lambda self: False)
+    for path, data in files.items():
+        requests.put(server.url + path, data=data).raise_for_status()
+    backup_catalog(server.app.drive.catalog, server.app.drive.backing_store, part_size=MiB)
+    monkeypatch.undo()
+    server.ship()
+    staging = server.app.drive.staging
+    assert staging is not None
+    staging.forget_forwards(time.time() + 1)  # a grace period later
+    server.stop()
+    args = ["-c", os.devnull, "-d", str(server.config.data_dir)]
+    assert cli_main([*args, "restore", "--force"]) == 0
+    assert "staged for shipping" not in capsys.readouterr().err
+    restored = start_server(data_dir=server.config.data_dir, chunk_size="1MiB")
+    for path, data in files.items():
+        assert requests.get(restored.url + path).content == data, path
+    assert cli_main([*args, "fsck", "--verify"]) == 0
+
+
+def test_a_backup_naming_content_that_never_left_a_lost_machine_says_so(
+    start_server: Callable[..., RunningServer], monkeypatch, capsys
+) -> None:
+    server = start_server(chunk_size="1MiB", gc_interval=0, backup_interval=0)
+    requests.put(server.url + "shipped.txt", data=b"safe").raise_for_status()
+    server.ship()
+    monkeypatch.setattr("davfs.shipper.Shipper.run_once", lambda self: False)
+    requests.put(server.url + "never-shipped.bin", data=os.urandom(MiB + 5)).raise_for_status()
+    backup_catalog(server.app.drive.catalog, server.app.drive.backing_store, part_size=MiB)
+    server.stop()
+    data_dir = server.config.data_dir
+    for path in sorted((data_dir / "staging").rglob("*"), reverse=True):  # the machine is gone
+        path.rmdir() if path.is_dir() else path.unlink()
+    (data_dir / "catalog.sqlite").unlink()
+    args = ["-c", os.devnull, "-d", str(data_dir)]
+    assert cli_main([*args, "restore"]) == 0
+    assert "2 chunks were staged for shipping when the backup was made" in capsys.readouterr().err
+    assert cli_main([*args, "fsck"]) == 1
+    assert "/never-shipped.bin" in capsys.readouterr().out
+    restored = start_server(data_dir=data_dir, chunk_size="1MiB")
+    assert requests.get(restored.url + "shipped.txt").content == b"safe"

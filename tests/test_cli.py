@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from davfs.cli import OS_ERROR, main
@@ -102,7 +103,11 @@ def test_sigterm_shuts_the_server_down_in_order(server_process, tmp_path):
     from davfs.catalog import Catalog
 
     proc = server_process(tmp_path / "data", env={"DAVFS_MANIFEST_INTERVAL": "3600"})
-    requests.put(proc.url + "f.txt", data=b"x", timeout=10).raise_for_status()
+    requests.put(proc.url + "f.bin", data=os.urandom(6 * 1024 * 1024), timeout=10).raise_for_status()
+    deadline = time.monotonic() + 30  # shipped (manifests name shipped content only)
+    while requests.get(proc.url + ".davfs/health", timeout=10).json()["write_back"]["pending_files"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
     proc.process.terminate()
     assert proc.process.wait(timeout=30) == 0, proc.log()
     catalog = Catalog(f"sqlite:///{tmp_path / 'data' / 'catalog.sqlite'}")

@@ -73,6 +73,45 @@ class StagingQueries:
             ).rowcount
         return bool(changed)
 
+    def all_waiting(self) -> list[ChunkRef]:
+        """Every chunk row with a staging locator, used or not."""
+        with self._db.read() as conn:
+            return [chunk_of(row) for row in conn.execute(select(*CHUNK_COLUMNS).where(_WAITING))]
+
+    def relocate(self, chunk_hash: str, staged: str, stored: ChunkRef) -> None:
+        """A chunk the catalog names by a staging locator is in the store as ``stored``
+        (found after a restore): point the row there, with the stored chunk's record
+        (a pack may have grown after the backup was made)."""
+        with self._db.write() as conn:
+            conn.execute(
+                update(chunks)
+                .where(chunks.c.chunk_hash == chunk_hash, chunks.c.locator == staged)
+                .values(
+                    locator=stored.locator,
+                    size=stored.meta.size,
+                    block_size=stored.meta.block_size,
+                    block_hashes=stored.meta.block_hashes,
+                    format=stored.meta.format,
+                )
+            )
+
+    def waiting(self, chunk_hashes: Iterable[str]) -> set[str]:
+        """Which of these chunks are staged (or in the open pack) and will be shipped."""
+        found: set[str] = set()
+        with self._db.read() as conn:
+            for batch in batches(list(chunk_hashes)):
+                found.update(
+                    conn.scalars(
+                        select(chunks.c.chunk_hash).where(
+                            chunks.c.chunk_hash.in_(batch),
+                            _WAITING,
+                            chunks.c.refcount > 0,
+                            chunks.c.deleting.is_(None),
+                        )
+                    )
+                )
+        return found
+
     def open_packs(self) -> list[str]:
         with self._db.read() as conn:
             return [
