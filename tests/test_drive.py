@@ -51,6 +51,27 @@ def test_a_put_with_x_oc_mtime_is_one_write_transaction(start_server: Callable[.
     assert "Sun, 13 Sep 2020 12:26:40 GMT" in listing
 
 
+def test_a_small_new_file_commits_in_nine_statements(start_server: Callable[..., RunningServer]) -> None:
+    """The lean path of a small PUT (issue 15): folder check, chunk check and reference,
+    name and case twins in one look, node, version, extents, node's version, oplog."""
+    running = start_server()
+    requests.put(running.url + "first.txt", data=b"opens the pack").raise_for_status()
+    statements: list[str] = []
+
+    def on_execute(conn, cursor, statement, *_: object) -> None:
+        if conn.get_execution_options().get(WRITE) and not statement.startswith("BEGIN"):
+            statements.append(statement.split()[0])
+
+    engine = running.app.drive.catalog.db.engine
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        assert requests.put(running.url + "second.txt", data=b"joins it").status_code == 201
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+    assert len(statements) == 9, statements
+    assert requests.get(running.url + "second.txt").content == b"joins it"
+
+
 def test_the_cli_and_the_server_refuse_a_damaged_file_alike(
     start_server: Callable[..., RunningServer], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -22,6 +22,20 @@ LOCK_FIELDS = ("token", "root", "principal", "scope", "type", "depth", "owner", 
 
 _BY_TOKEN = select(locks).where(locks.c.token == bindparam("token"), locks.c.expire >= bindparam("now"))
 _AT = select(locks).where(locks.c.root == bindparam("root"), locks.c.expire >= bindparam("now"))
+_ON = select(locks).where(
+    locks.c.root.in_(bindparam("roots", expanding=True)), locks.c.expire >= bindparam("now")
+)
+_EXPIRED = delete(locks).where(locks.c.expire < bindparam("now"))
+_COUNT = select(func.count()).select_from(locks)
+_COUNT_OF = _COUNT.where(locks.c.principal == bindparam("principal"))
+_COUNT_ANONYMOUS = _COUNT.where(locks.c.principal.is_(None))
+_INSERT = insert(locks)
+_REFRESH = (
+    update(locks)
+    .where(locks.c.token == bindparam("lock_token"), locks.c.expire >= bindparam("now"))
+    .values(timeout=bindparam("new_timeout"), expire=bindparam("new_expire"))
+)
+_REMOVE = delete(locks).where(locks.c.token == bindparam("token"))
 _BELOW = select(locks).where(
     locks.c.root > bindparam("low"), locks.c.root < bindparam("high"), locks.c.expire >= bindparam("now")
 )
@@ -53,47 +67,42 @@ class LockTable:
     def on(self, roots: list[str]) -> list[dict[str, Any]]:
         """Live locks on any of ``roots`` (a path and its ancestors), in one query."""
         with self._db.read() as conn:
-            rows = conn.execute(select(locks).where(locks.c.root.in_(roots), locks.c.expire >= time.time()))
+            rows = conn.execute(_ON, {"roots": roots, "now": time.time()})
             return [dict(row._mapping) for row in rows]
 
     def add(self, lock: Mapping[str, Any], *, per_principal: int, in_total: int) -> bool:
         """Store a new lock unless its principal already holds ``per_principal`` live
         locks or the catalog ``in_total``; expired locks are dropped first."""
         now = time.time()
+        principal = lock.get("principal")
         with self._db.write() as conn:
-            conn.execute(delete(locks).where(locks.c.expire < now))
-            total = conn.scalar(select(func.count()).select_from(locks)) or 0
-            mine = conn.scalar(
-                select(func.count()).select_from(locks).where(_same_principal(lock.get("principal")))
-            )
+            conn.execute(_EXPIRED, {"now": now})
+            total = conn.scalar(_COUNT) or 0
+            if principal is None:
+                mine = conn.scalar(_COUNT_ANONYMOUS)
+            else:
+                mine = conn.scalar(_COUNT_OF, {"principal": principal})
             if total >= in_total or (mine or 0) >= per_principal:
                 return False
-            conn.execute(insert(locks).values(**{name: lock[name] for name in LOCK_FIELDS}))
+            conn.execute(_INSERT, {name: lock[name] for name in LOCK_FIELDS})
         return True
 
     def refresh(self, token: str, timeout: float) -> dict[str, Any] | None:
         now = time.time()
         with self._db.write() as conn:
-            changed = conn.execute(
-                update(locks)
-                .where(locks.c.token == token, locks.c.expire >= now)
-                .values(timeout=timeout, expire=now + timeout)
-            ).rowcount
+            params = {"lock_token": token, "now": now, "new_timeout": timeout, "new_expire": now + timeout}
+            changed = conn.execute(_REFRESH, params).rowcount
             row = conn.execute(_BY_TOKEN, {"token": token, "now": now}).first() if changed else None
         return None if row is None else dict(row._mapping)
 
     def remove(self, token: str) -> bool:
         with self._db.write() as conn:
-            return bool(conn.execute(delete(locks).where(locks.c.token == token)).rowcount)
+            return bool(conn.execute(_REMOVE, {"token": token}).rowcount)
 
     def remove_expired(self) -> int:
         with self._db.write() as conn:
-            return int(conn.execute(delete(locks).where(locks.c.expire < time.time())).rowcount)
+            return int(conn.execute(_EXPIRED, {"now": time.time()}).rowcount)
 
     def clear(self) -> None:
         with self._db.write() as conn:
             conn.execute(delete(locks))
-
-
-def _same_principal(principal: str | None) -> Any:
-    return locks.c.principal.is_(None) if principal is None else locks.c.principal == principal

@@ -165,9 +165,12 @@ def decode(data: Mapping[str, Any]) -> Entry:
     raise ValueError(f"unknown oplog entry {op!r}")
 
 
+_APPEND = insert(oplog)
+
+
 def append(conn: Connection, *entries: Entry) -> None:
     """Log changes inside the transaction that makes them (one statement)."""
-    conn.execute(insert(oplog), [{"entry": encode(entry)} for entry in entries])
+    conn.execute(_APPEND, [{"entry": encode(entry)} for entry in entries])
 
 
 class OpLog:

@@ -62,6 +62,27 @@ CHILD_BY_NAME = (
     .where(nodes.c.parent_id == bindparam("parent_id"), nodes.c.name == bindparam("name"))
 )
 _IS_DIR = select(nodes.c.is_dir).where(nodes.c.id == bindparam("node_id"))
+# Built once too: every upload's commit runs these (building a statement costs more
+# than running it on SQLite).
+SAME_FOLD = select(nodes.c.id, nodes.c.name, nodes.c.is_dir, nodes.c.version_id, nodes.c.created).where(
+    nodes.c.parent_id == bindparam("parent_id"), nodes.c.fold == bindparam("fold")
+)
+"""The nodes in a folder whose names equal a name but for case (the name itself too)."""
+_INSERT_NODE = insert(nodes)
+_INSERT_VERSION = insert(versions)
+_INSERT_EXTENTS = insert(extents)
+_INSERT_CHUNK = insert(chunks)
+_RETIRE = update(versions).where(versions.c.id == bindparam("version_id")).values(retired=bindparam("now"))
+_COLLECTED = select(chunks.c.chunk_hash, chunks.c.locator, chunks.c.deleting, chunks.c.deleted_epoch).where(
+    chunks.c.chunk_hash.in_(bindparam("hashes", expanding=True)),
+    or_(chunks.c.deleting.is_not(None), chunks.c.deleted_epoch.is_not(None)),
+)
+_ADD_REFERENCES = (
+    update(chunks)
+    .where(chunks.c.chunk_hash == bindparam("hash"))
+    .values(refcount=chunks.c.refcount + bindparam("count"), unreferenced_since=None)
+)
+_ADD_REFERENCES_AT = _ADD_REFERENCES.values(locator=bindparam("at"), damaged=None)
 
 
 def node_of(row: Any) -> Node:
@@ -91,19 +112,26 @@ def check_new_name(
     from ``a.txt`` to ``A.txt``)."""
     if not windows:
         return
+    check_name_for_windows(name)
+    same_fold = conn.execute(SAME_FOLD, {"parent_id": parent_id, "fold": name.casefold()})
+    check_twins(name, same_fold, windows=windows, itself=itself)
+
+
+def check_name_for_windows(name: str) -> None:
+    """:class:`BadPath` for a name Windows cannot open."""
     problem = windows_problem(name)
     if problem is not None:
         raise BadPath(repr(name), problem + " (davfs.windows_names: false allows it)")
-    twin = conn.scalar(
-        select(nodes.c.name).where(
-            nodes.c.parent_id == parent_id,
-            nodes.c.fold == name.casefold(),
-            nodes.c.name != name,
-            nodes.c.id != (itself if itself is not None else -1),
-        )
-    )
-    if twin is not None:
-        raise CaseTwin(name, twin)
+
+
+def check_twins(name: str, same_fold: Iterable[Any], *, windows: bool, itself: int | None = None) -> None:
+    """:class:`CaseTwin` if one of ``same_fold`` (rows of :data:`SAME_FOLD`) is another
+    node whose name differs from ``name`` only in case."""
+    if not windows:
+        return
+    for row in same_fold:
+        if row.name != name and row.id != itself:
+            raise CaseTwin(name, row.name)
 
 
 def require_folder(conn: Connection, folder_id: int) -> None:
@@ -127,17 +155,17 @@ def insert_node(
 ) -> int:
     """Insert a node; ``node_id`` keeps a recovered node's id, else the database picks one."""
     values = {"id": node_id} if node_id is not None else {}
-    statement = insert(nodes).values(
-        fold=name.casefold(),
-        parent_id=parent_id,
-        name=name,
-        is_dir=is_dir,
-        version_id=version_id,
-        created=created,
-        modified=modified,
+    row = {
+        "fold": name.casefold(),
+        "parent_id": parent_id,
+        "name": name,
+        "is_dir": is_dir,
+        "version_id": version_id,
+        "created": created,
+        "modified": modified,
         **values,
-    )
-    return new_id(conn.execute(statement))
+    }
+    return new_id(conn.execute(_INSERT_NODE, row))
 
 
 def insert_version(
@@ -145,11 +173,11 @@ def insert_version(
 ) -> int:
     """A new version of a node, made of ``pieces`` in order."""
     version_id = new_id(
-        conn.execute(insert(versions).values(node_id=node_id, size=size, etag=etag, created=now))
+        conn.execute(_INSERT_VERSION, {"node_id": node_id, "size": size, "etag": etag, "created": now})
     )
     if pieces:
         conn.execute(
-            insert(extents),
+            _INSERT_EXTENTS,
             [
                 {
                     "version_id": version_id,
@@ -168,7 +196,7 @@ def insert_version(
 def retire(conn: Connection, version_id: int | None, now: float) -> None:
     """A replaced version stops being current but keeps its chunks until gc."""
     if version_id is not None:
-        conn.execute(update(versions).where(versions.c.id == version_id).values(retired=now))
+        conn.execute(_RETIRE, {"version_id": version_id, "now": now})
 
 
 def chunk_row(chunk: ChunkRef, *, refcount: int, now: float) -> dict[str, Any]:
@@ -224,12 +252,7 @@ def reference_chunks(
     now = time.time() if now is None else now
     first = {c.chunk_hash: c for c in stored}
     counts = Counter(c.chunk_hash for c in stored)
-    collected = conn.execute(
-        select(chunks.c.chunk_hash, chunks.c.locator, chunks.c.deleting, chunks.c.deleted_epoch).where(
-            chunks.c.chunk_hash.in_(list(first)),
-            or_(chunks.c.deleting.is_not(None), chunks.c.deleted_epoch.is_not(None)),
-        )
-    ).all()
+    collected = conn.execute(_COLLECTED, {"hashes": list(first)}).all()
     for row in collected:
         chunk = first[row.chunk_hash]
         if row.deleted_epoch is not None and (gc_epoch is None or row.deleted_epoch > gc_epoch):
@@ -253,7 +276,7 @@ def reference_chunks(
     locators = {h: c.locator for h, c in first.items() if c.meta.kind != "pack"}
     unknown = add_references(conn, counts, locators)
     for chunk_hash, count in unknown.items():
-        conn.execute(insert(chunks).values(**chunk_row(first[chunk_hash], refcount=count, now=now)))
+        conn.execute(_INSERT_CHUNK, chunk_row(first[chunk_hash], refcount=count, now=now))
 
 
 def add_references(
@@ -263,12 +286,11 @@ def add_references(
     return the counts of unknown ones."""
     unknown: Counter[str] = Counter()
     for chunk_hash, count in counts.items():
-        values: dict[str, Any] = {"refcount": chunks.c.refcount + count, "unreferenced_since": None}
         if locators is not None and chunk_hash in locators:  # a fresh copy was just stored: healed
-            values.update(locator=locators[chunk_hash], damaged=None)
-        updated = conn.execute(
-            update(chunks).where(chunks.c.chunk_hash == chunk_hash).values(**values)
-        ).rowcount
+            params = {"hash": chunk_hash, "count": count, "at": locators[chunk_hash]}
+            updated = conn.execute(_ADD_REFERENCES_AT, params).rowcount
+        else:
+            updated = conn.execute(_ADD_REFERENCES, {"hash": chunk_hash, "count": count}).rowcount
         if not updated:
             unknown[chunk_hash] = count
     return unknown

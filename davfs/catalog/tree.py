@@ -25,9 +25,12 @@ from davfs.catalog.rows import (
     NODE_BY_ID,
     NODE_COLUMNS,
     NODE_FROM,
+    SAME_FOLD,
     Node,
     add_references,
+    check_name_for_windows,
     check_new_name,
+    check_twins,
     chunk_of,
     content_etag,
     insert_node,
@@ -205,24 +208,19 @@ class Tree:
         modification time, all or none (PROPPATCH, RFC 4918 9.2). A node holds at most
         :data:`MAX_DEAD_PROPS` dead properties."""
         with self._db.write() as conn:
-            if conn.scalar(select(func.count()).select_from(nodes).where(nodes.c.id == node_id)) == 0:
+            if conn.scalar(_IS_NODE, {"node_id": node_id}) == 0:
                 raise NotFound(f"node {node_id}")
             names = list(props)
             for batch in batches(names):
-                conn.execute(
-                    delete(dead_props).where(dead_props.c.node_id == node_id, dead_props.c.name.in_(batch))
-                )
+                conn.execute(_DROP_PROPS, {"node_id": node_id, "names": batch})
             rows = [{"node_id": node_id, "name": k, "value": v} for k, v in props.items() if v is not None]
             if rows:
-                conn.execute(insert(dead_props), rows)
-                held = conn.scalar(
-                    select(func.count()).select_from(dead_props).where(dead_props.c.node_id == node_id)
-                )
-                if (held or 0) > MAX_DEAD_PROPS:
+                conn.execute(_INSERT_PROPS, rows)
+                if (conn.scalar(_PROPS_HELD, {"node_id": node_id}) or 0) > MAX_DEAD_PROPS:
                     raise TooManyProperties(MAX_DEAD_PROPS)
             entries: list[oplog.Entry] = [oplog.PropSet(node_id, k, v) for k, v in props.items()]
             if mtime is not None:
-                conn.execute(update(nodes).where(nodes.c.id == node_id).values(modified=mtime))
+                conn.execute(_SET_MTIME, {"node_id": node_id, "new_mtime": mtime})
                 entries.append(oplog.MtimeSet(node_id, mtime))
             if entries:
                 oplog.append(conn, *entries)
@@ -359,6 +357,21 @@ class Tree:
         )
 
 
+# Built once: Explorer sends two PROPPATCHes with every file it copies.
+_IS_NODE = select(func.count()).select_from(nodes).where(nodes.c.id == bindparam("node_id"))
+_DROP_PROPS = delete(dead_props).where(
+    dead_props.c.node_id == bindparam("node_id"), dead_props.c.name.in_(bindparam("names", expanding=True))
+)
+_INSERT_PROPS = insert(dead_props)
+_PROPS_HELD = select(func.count()).select_from(dead_props).where(dead_props.c.node_id == bindparam("node_id"))
+_SET_MTIME = update(nodes).where(nodes.c.id == bindparam("node_id")).values(modified=bindparam("new_mtime"))
+_SET_VERSION = (
+    update(nodes)
+    .where(nodes.c.id == bindparam("node_id"))
+    .values(version_id=bindparam("new_version"), modified=bindparam("new_mtime"))
+)
+
+
 def set_content(
     conn: Connection,
     parent_id: int,
@@ -387,11 +400,8 @@ def set_content(
     now = time.time()
     if stored:
         reference_chunks(conn, [e.chunk for e in stored], gc_epoch=gc_epoch, now=now)
-    existing = conn.execute(
-        select(nodes.c.id, nodes.c.is_dir, nodes.c.version_id, nodes.c.created).where(
-            nodes.c.parent_id == parent_id, nodes.c.name == name
-        )
-    ).first()
+    same_fold = conn.execute(SAME_FOLD, {"parent_id": parent_id, "fold": name.casefold()}).all()
+    existing = next((row for row in same_fold if row.name == name), None)
     if existing is not None and existing.is_dir:
         raise AlreadyExists(name)
     current = ABSENT if existing is None else existing.version_id
@@ -401,12 +411,14 @@ def set_content(
     etag = content_etag(parts, size)
     modified = now if mtime is None else mtime
     if existing is None:
-        check_new_name(conn, parent_id, name, windows=windows_names)
+        if windows_names:
+            check_name_for_windows(name)
+            check_twins(name, same_fold, windows=True)
         node_id = insert_node(
             conn, parent_id, name, is_dir=False, version_id=None, created=now, modified=modified
         )
         version_id = insert_version(conn, node_id, size, etag, parts, now)
-        conn.execute(update(nodes).where(nodes.c.id == node_id).values(version_id=version_id))
+        conn.execute(_SET_VERSION, {"node_id": node_id, "new_version": version_id, "new_mtime": modified})
         created = now
         oplog.append(
             conn,
@@ -416,9 +428,7 @@ def set_content(
     else:
         node_id = existing.id
         version_id = insert_version(conn, node_id, size, etag, parts, now)
-        conn.execute(
-            update(nodes).where(nodes.c.id == node_id).values(version_id=version_id, modified=modified)
-        )
+        conn.execute(_SET_VERSION, {"node_id": node_id, "new_version": version_id, "new_mtime": modified})
         retire(conn, existing.version_id, now)
         created = existing.created
         oplog.append(conn, oplog.VersionSet(node_id, size, modified, parts))
