@@ -196,7 +196,7 @@ class ChunkCollected(StoreUnavailable):
 
 
 class IntegrityError(DavfsError):
-    """Block {} of chunk {} failed verification (expected SHA-256 {}, got {}); the stored bytes are damaged."""
+    """Block {} of chunk {} failed verification (expected BlockHash {}, got {}); the stored bytes are damaged."""
 
     exit_code = 40
     http_status = 500

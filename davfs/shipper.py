@@ -182,13 +182,16 @@ class Shipper:
     def _housekeeping(self) -> None:
         self._last_housekeeping = time.time()
         now = time.time()
-        open_packs = set(self._catalog.staging.open_packs())
+        open_packs = self._catalog.staging.open_packs()
         files = dict(self._staging.staged_files())
-        for pack_id in open_packs - {self._packer.current}:
+        for pack_id in open_packs.keys() - {self._packer.current}:
             changed = files.get(pack_id)
             if changed is None or now - changed > 4 * PACK_AGE:  # left open by a process that died
                 log.info("sealing pack %s, left open", pack_id[:16])
-                seal_pack(self._staging, pack_id, self._catalog.staging.seal)
+                format, block_size = open_packs[pack_id]
+                seal_pack(
+                    self._staging, pack_id, self._catalog.staging.seal, format=format, block_size=block_size
+                )
         known = self._catalog.staging.known(files)
         for name, changed in files.items():
             if name not in known and name != self._packer.current and now - changed > ORPHAN_AGE:

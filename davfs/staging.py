@@ -293,7 +293,8 @@ class Packer:
         """Files smaller than this are packed (a quarter of a chunk: on Telegram a 16 MiB
         file would otherwise cost a whole message)."""
         self._lock = threading.Lock()
-        self._open: tuple[str, float] | None = None  # (pack id, when it was opened)
+        self._open: tuple[str, float, tuple[int, int]] | None = None
+        """(pack id, when it was opened, the (format, block size) of all its pieces)"""
 
     @property
     def current(self) -> str | None:
@@ -307,10 +308,14 @@ class Packer:
         try:
             with self._lock:
                 self._staging.make_room(meta.size)
-                pack_id, offset = self._append(spooled, meta.size)
-                pack = ChunkRef(
-                    OPEN + pack_id, ChunkMeta(pack_id, offset + meta.size, BLOCK_SIZE, b"", kind="pack")
+                hashed_as = (meta.format, meta.block_size)
+                if self._open is not None and self._open[2] != hashed_as:
+                    self._seal()  # a pack's pieces are all hashed alike, as the pack is
+                pack_id, offset = self._append(spooled, meta.size, hashed_as)
+                pack_meta = ChunkMeta(
+                    pack_id, offset + meta.size, meta.block_size, b"", kind="pack", format=meta.format
                 )
+                pack = ChunkRef(OPEN + pack_id, pack_meta)
                 result = commit(Extent(pack, offset, meta.size, meta.block_hashes))
                 if offset + meta.size >= self._chunk_size:
                     self._seal()
@@ -318,9 +323,9 @@ class Packer:
         finally:
             Path(spooled).unlink(missing_ok=True)
 
-    def _append(self, spooled: str, size: int) -> tuple[str, int]:
+    def _append(self, spooled: str, size: int, hashed_as: tuple[int, int]) -> tuple[str, int]:
         if self._open is None:
-            self._open = (secrets.token_hex(32), time.monotonic())
+            self._open = (secrets.token_hex(32), time.monotonic(), hashed_as)
         pack_id = self._open[0]
         path = self._staging.path_of(pack_id)
         try:
@@ -349,16 +354,24 @@ class Packer:
 
     def _seal(self) -> None:
         assert self._open is not None
-        pack_id, _ = self._open
+        pack_id, _, (format, block_size) = self._open
         self._open = None
-        seal_pack(self._staging, pack_id, self._seal_in_catalog)
+        seal_pack(self._staging, pack_id, self._seal_in_catalog, format=format, block_size=block_size)
 
 
-def seal_pack(staging: StagingArea, pack_id: str, seal: Callable[[str, ChunkMeta], bool]) -> None:
-    """Hash a pack whole and make it an ordinary staged chunk (``seal`` records it in the
-    catalog and says whether any file uses it; one no file uses is removed)."""
+def seal_pack(
+    staging: StagingArea,
+    pack_id: str,
+    seal: Callable[[str, ChunkMeta], bool],
+    *,
+    format: int,
+    block_size: int,
+) -> None:
+    """Hash a pack whole, as its pieces were hashed, and make it an ordinary staged
+    chunk (``seal`` records it in the catalog and says whether any file uses it; one no
+    file uses is removed)."""
     path = staging.path_of(pack_id)
-    hasher = ChunkHasher(kind="pack")
+    hasher = ChunkHasher(block_size, kind="pack", format=format)
     try:
         with open(path, "rb") as pack:
             while block := pack.read(BLOCK_SIZE):
@@ -366,7 +379,7 @@ def seal_pack(staging: StagingArea, pack_id: str, seal: Callable[[str, ChunkMeta
     except FileNotFoundError:
         return
     hashed = hasher.meta()
-    meta = ChunkMeta(pack_id, hashed.size, hashed.block_size, hashed.block_hashes, kind="pack")
+    meta = ChunkMeta(pack_id, hashed.size, hashed.block_size, hashed.block_hashes, kind="pack", format=format)
     if seal(pack_id, meta):
         staging.shipped_notice()
     else:

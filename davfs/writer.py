@@ -79,7 +79,7 @@ class _InBackground:
 class _Spool:
     """The chunk being received: a spool file plus its hashes."""
 
-    def __init__(self, folder: str | None, block_size: int) -> None:
+    def __init__(self, folder: str | None, block_size: int | None) -> None:
         fd, self.path = tempfile.mkstemp(prefix="upload-", suffix=".spool", dir=folder)
         self._file = os.fdopen(fd, "wb", buffering=0)
         self.size = 0
@@ -123,12 +123,12 @@ class ChunkWriter:
         *,
         expected_size: int | None,
         chunk_size: int,
-        block_size: int = BLOCK_SIZE,
+        block_size: int | None = None,
         in_flight: int = 2,
         mtime: float | None = None,
         packer: Packer | None = None,
     ) -> None:
-        if chunk_size % block_size:
+        if chunk_size % (block_size or BLOCK_SIZE):
             raise ValueError("chunk_size must be a multiple of block_size")
         self.target = target
         self._uploads = uploads

@@ -37,7 +37,7 @@ from sqlalchemy import select
 from davfs import reader as reader_module
 from davfs.catalog import Catalog, content_etag
 from davfs.catalog.schema import upload_chunks, uploads
-from davfs.chunk import Piece
+from davfs.chunk import BLOCK_SIZES, CURRENT_FORMAT, ChunkMeta, Piece
 from davfs.staging import StagingArea
 from davfs.stores.faulty import FaultPlan, FaultyStore
 from davfs.stores.local import LocalStore
@@ -406,6 +406,8 @@ def test_damaged_later_block_cuts_the_response(memory_server, caplog) -> None:
     put(at(server, "/video.bin"), content)
     chunk_refs = stored_chunks(server, "/video.bin")
     store.corrupt(chunk_refs[2], 300 * 1024)  # inside the 3rd MiB
+    block_size = BLOCK_SIZES[CURRENT_FORMAT]
+    damaged = 2 * MiB + 300 * 1024 // block_size * block_size  # where the damaged block starts
     before = reader_module.integrity_failures.failures
     caplog.set_level(logging.ERROR, logger="davfs.reader")
 
@@ -414,7 +416,7 @@ def test_damaged_later_block_cuts_the_response(memory_server, caplog) -> None:
     assert int(headers["content-length"]) == len(content)
     assert len(body) < len(content), "the damaged block was sent"
     assert body == content[: len(body)], "a wrong byte reached the client"
-    assert len(body) == 2 * MiB, "the intact blocks before the damage should have been sent"
+    assert len(body) == damaged, "the intact blocks before the damage should have been sent"
     assert reader_module.integrity_failures.failures >= before + 1
     wait_for(
         lambda: any("integrity failure" in r.getMessage() for r in caplog.records), "the integrity log line"
@@ -424,8 +426,8 @@ def test_damaged_later_block_cuts_the_response(memory_server, caplog) -> None:
     assert chunk_refs[2] in failure.getMessage()
 
     # A range inside the damaged block fails cleanly; ranges elsewhere still work.
-    status, _, body = raw_get(server, "/video.bin", f"bytes={2 * MiB + 10}-{2 * MiB + 99}")
-    assert status == 500 and content[2 * MiB + 10 : 2 * MiB + 42] not in body
+    status, _, body = raw_get(server, "/video.bin", f"bytes={damaged + 10}-{damaged + 99}")
+    assert status == 500 and content[damaged + 10 : damaged + 42] not in body
     status, _, body = raw_get(server, "/video.bin", f"bytes={3 * MiB}-{3 * MiB + 999}")
     assert status == 206 and body == content[3 * MiB : 3 * MiB + 1000]
     status, _, body = raw_get(server, "/video.bin", "bytes=0-99")
@@ -614,7 +616,10 @@ def check_catalog_after_crash(
 
 def etag_of(data: bytes, chunk_size: int = MiB) -> str:
     """The ETag the catalog gives ``data`` stored in chunks of ``chunk_size``."""
-    pieces = [Piece(sha(data[i : i + chunk_size]), 0, 0) for i in range(0, len(data), chunk_size)]
+    pieces = [
+        Piece(ChunkMeta.of(data[i : i + chunk_size]).chunk_hash, 0, 0)
+        for i in range(0, len(data), chunk_size)
+    ]
     return content_etag(pieces, len(data))
 
 

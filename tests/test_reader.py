@@ -18,6 +18,7 @@ from davfs.snapshot import Extent, FileSnapshot
 from davfs.stores.memory import MemoryStore
 
 EXECUTOR = ThreadPoolExecutor(max_workers=4)
+MiB = 1024 * 1024
 
 
 class CountingStore(MemoryStore):
@@ -30,7 +31,7 @@ class CountingStore(MemoryStore):
         return super().get(locator, offset, length)
 
 
-def build(data: bytes, chunk_size: int, block_size: int, store: MemoryStore | None = None):
+def build(data: bytes, chunk_size: int, block_size: int | None, store: MemoryStore | None = None):
     store = store or MemoryStore()
     extents = []
     for start in range(0, len(data), chunk_size):
@@ -128,25 +129,27 @@ def test_range_read_fetches_only_the_blocks_it_covers():
     store = CountingStore()
     snapshot, _ = build(data, 16 * 1024, 1024, store)
     with ChunkReader(snapshot, store, EXECUTOR, window=8) as reader:
-        reader.prime(20_000)
+        reader.prime(20_000, end=21_500)
         reader.seek(20_000)
         assert reader.read(1500) == data[20_000:21_500]
-    # bytes 20000..21499 live in blocks starting at 19456 and 20480 (chunk 2, blocks 3 and 4)
-    assert sorted(offset for _, offset, _ in store.gets) == [3072, 4096]
+    # bytes 20000..21499 live in blocks starting at 19456 and 20480 (chunk 2, blocks 3 and 4):
+    # one read of the two, nothing else
+    assert [(offset, length) for _, offset, length in store.gets] == [(3072, 2048)]
 
 
 def test_sequential_reads_prefetch_within_the_window():
-    data = os.urandom(32 * 1024)
+    """The store is read in windows of up to 1 MiB; a sequential reader fetches at most
+    ``window`` of them ahead."""
+    data = os.urandom(6 * MiB)
     store = CountingStore()
-    snapshot, _ = build(data, 32 * 1024, 1024, store)
-    with ChunkReader(snapshot, store, EXECUTOR, window=4) as reader:
+    snapshot, _ = build(data, 6 * MiB, 64 * 1024, store)
+    with ChunkReader(snapshot, store, EXECUTOR, window=2) as reader:
         reader.read(1024)
         reader.read(1024)
         EXECUTOR.submit(lambda: None).result()
-        requested = {offset for _, offset, _ in store.gets}
-        assert requested <= set(range(0, 7 * 1024, 1024))
-        assert len(reader.read()) == 30 * 1024
-    assert len(store.gets) == 32
+        assert {offset for _, offset, _ in store.gets} <= {0, MiB, 2 * MiB}
+        assert reader.read() == data[2048:]
+    assert sorted((offset, length) for _, offset, length in store.gets) == [(i * MiB, MiB) for i in range(6)]
 
 
 def test_reader_holds_nothing_request_scoped():
@@ -166,4 +169,67 @@ def test_a_range_crossing_blocks_prefetches_nothing_past_its_end():
         reader.seek(1500)
         assert reader.read(2000) == data[1500:3500]
         EXECUTOR.submit(lambda: None).result()
-    assert sorted(offset for _, offset, _ in store.gets) == [1024, 2048, 3072]
+    assert [(offset, length) for _, offset, length in store.gets] == [(1024, 3072)]  # blocks 1-3, at once
+
+
+class TruncatingStore(MemoryStore):
+    """A store whose copy of a chunk lost its tail (a cut-off upload, a full disk)."""
+
+    def __init__(self, keep: int) -> None:
+        super().__init__()
+        self.keep = keep
+
+    def get(self, locator, offset, length):
+        return super().get(locator, offset, length)[: max(0, self.keep - offset)]
+
+
+@pytest.fixture(params=[1, 2], ids=["format1", "format2"])
+def chunk_format(request, monkeypatch):
+    """New chunks written in each format (1: as the first release wrote them)."""
+    from davfs import chunk
+
+    monkeypatch.setattr(chunk, "CURRENT_FORMAT", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("position", [0, 64 * 1024 + 1, MiB - 1, MiB, 3 * MiB - 1])
+def test_a_flipped_byte_is_never_served_in_either_format(chunk_format, position):
+    data = os.urandom(3 * MiB)
+    snapshot, store = build(data, 3 * MiB, None)
+    assert snapshot.extents[0].chunk.meta.format == chunk_format
+    store.corrupt(snapshot.extents[0].chunk.locator, position)
+    block_size = snapshot.extents[0].chunk.meta.block_size
+    damaged_from = position // block_size * block_size
+    got = bytearray()
+    with ChunkReader(snapshot, store, EXECUTOR, window=2) as reader:
+        with pytest.raises(IntegrityError):
+            while piece := reader.read(8192):
+                got += piece
+        # Past the damaged block the file reads on.
+        reader.seek(damaged_from + block_size)
+        assert reader.read() == data[damaged_from + block_size :]
+    assert bytes(got) == data[:damaged_from]
+
+
+def test_a_truncated_chunk_fails_where_its_bytes_end(chunk_format):
+    data = os.urandom(2 * MiB)
+    store = TruncatingStore(keep=MiB + 100_000)
+    snapshot, _ = build(data, 2 * MiB, None, store)
+    block_size = snapshot.extents[0].chunk.meta.block_size
+    with ChunkReader(snapshot, store, EXECUTOR, window=1) as reader:
+        whole_blocks = (MiB + 100_000) // block_size * block_size
+        assert reader.read(whole_blocks) == data[:whole_blocks]
+        with pytest.raises(IntegrityError):
+            reader.read(1)
+
+
+def test_a_format_2_range_verifies_only_the_64_kib_blocks_it_covers():
+    data = os.urandom(4 * MiB)
+    store = CountingStore()
+    snapshot, _ = build(data, 4 * MiB, None, store)
+    with ChunkReader(snapshot, store, EXECUTOR, window=8) as reader:
+        reader.prime(MiB + 70_000, end=MiB + 140_000)
+        reader.seek(MiB + 70_000)
+        assert reader.read(70_000) == data[MiB + 70_000 : MiB + 140_000]
+        EXECUTOR.submit(lambda: None).result()
+    assert [(offset, length) for _, offset, length in store.gets] == [(MiB + 65536, 2 * 65536)]

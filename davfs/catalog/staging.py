@@ -112,11 +112,15 @@ class StagingQueries:
                 )
         return found
 
-    def open_packs(self) -> list[str]:
+    def open_packs(self) -> dict[str, tuple[int, int]]:
+        """Every open pack, with the (format, block size) its pieces were hashed in."""
         with self._db.read() as conn:
-            return [
-                h for h in conn.scalars(select(chunks.c.chunk_hash).where(chunks.c.locator.like(OPEN + "%")))
-            ]
+            rows = conn.execute(
+                select(chunks.c.chunk_hash, chunks.c.format, chunks.c.block_size).where(
+                    chunks.c.locator.like(OPEN + "%")
+                )
+            )
+            return {row.chunk_hash: (row.format, row.block_size) for row in rows}
 
     def to_ship(self, limit: int) -> list[ChunkRef]:
         """Staged chunks some version uses, the longest-waiting first (unused ones are

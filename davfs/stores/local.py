@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from davfs.chunk import BLOCK_SIZE, ChunkHasher, ChunkMeta
+from davfs.chunk import BLOCK_SIZE, FORMATS, ChunkHasher, ChunkMeta
 from davfs.errors import ChunkMissing, StoreError
 from davfs.stores.base import ChunkStore, StoreProperties, store_error
 
@@ -152,7 +152,7 @@ class LocalStore:
             try:
                 meta = ChunkMeta.from_dict(json.loads(meta_path.read_bytes()))
             except (OSError, ValueError, KeyError):
-                meta = _recompute(data_path)  # sidecar lost (e.g. power cut) or damaged
+                meta = _recompute(data_path, locator)  # sidecar lost (e.g. power cut) or damaged
                 if meta.chunk_hash != locator:
                     log.error("chunk %s is damaged (its bytes hash to %s); skipped", locator, meta.chunk_hash)
                     continue
@@ -178,12 +178,20 @@ def remove_abandoned_spool(folder: Path, age: float) -> None:
             pass
 
 
-def _recompute(data_path: Path) -> ChunkMeta:
-    hasher = ChunkHasher(BLOCK_SIZE)
-    with open(data_path, "rb") as data:
-        while block := data.read(BLOCK_SIZE):
-            hasher.update(block)
-    return hasher.meta()
+def _recompute(data_path: Path, chunk_hash: str) -> ChunkMeta:
+    """The record of a chunk whose sidecar is lost: hashed in each format until one
+    gives the ChunkHash it is stored under (the current format first)."""
+    meta = None
+    for format in sorted(FORMATS, reverse=True):
+        hasher = ChunkHasher(kind="data", format=format)
+        with open(data_path, "rb") as data:
+            while block := data.read(BLOCK_SIZE):
+                hasher.update(block)
+        meta = hasher.meta()
+        if meta.chunk_hash == chunk_hash:
+            break
+    assert meta is not None
+    return meta
 
 
 def _write_atomically(path: Path, data: bytes | memoryview, *, durable: bool) -> None:

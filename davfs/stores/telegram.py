@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 
 from telethon import TelegramClient, errors, functions, types
 
-from davfs.chunk import ChunkMeta
+from davfs.chunk import FORMAT_BLAKE3, FORMAT_SHA256, ChunkMeta
 from davfs.errors import ChunkMissing, StoreError, StoreTimeout, StoreUnavailable
 from davfs.stores.base import StoreProperties
 
@@ -68,9 +68,10 @@ DUPLICATE_PROBE = 20
 """How many message ids below a retried send are checked for a copy whose confirmation was lost."""
 
 _CAPTION = re.compile(
-    r"^davfs-chunk/1 sha256=(?P<hash>[0-9a-f]{64}) size=(?P<size>\d+) "
+    r"^davfs-chunk/(?:1 sha256|2 blake3)=(?P<hash>[0-9a-f]{64}) size=(?P<size>\d+) "
     r"trailer=(?P<trailer>\d+) nonce=(?P<nonce>[0-9a-f]{16})$"
 )
+_HASH_NAMES = {FORMAT_SHA256: "sha256", FORMAT_BLAKE3: "blake3"}
 _RETRIABLE = (
     ConnectionError,
     OSError,
@@ -311,7 +312,8 @@ class TelegramStore:
         account, pacer = self._accounts[index], self._pacers[index]
         nonce = secrets.token_hex(8)
         caption = (
-            f"davfs-chunk/1 sha256={meta.chunk_hash} size={meta.size} trailer={len(trailer)} nonce={nonce}"
+            f"davfs-chunk/{meta.format} {_HASH_NAMES[meta.format]}={meta.chunk_hash} "
+            f"size={meta.size} trailer={len(trailer)} nonce={nonce}"
         )
         for attempt in itertools.count():
             uploaded = self._upload_parts(account, pacer, document, f"{meta.chunk_hash[:16]}.chunk")

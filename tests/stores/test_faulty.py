@@ -448,11 +448,11 @@ def test_a_corrupt_get_is_an_integrity_error_and_only_once():
     data = os.urandom(8192)
     store = FaultyStore(MemoryStore())
     snapshot = build(store, data, 4096, 1024)
-    store.arm(FaultPlan(get="..C"))  # the third block read
+    store.arm(FaultPlan(get=".C"))  # the second read: the second chunk (one window of 4 blocks)
     with ChunkReader(snapshot, store, EXECUTOR, window=0) as reader:
-        assert reader.read(2048) == data[:2048]
+        assert reader.read(4096) == data[:4096]
         with pytest.raises(IntegrityError):
-            reader.read(1)
+            reader.read(4096)
     assert read_all(snapshot, store) == data  # the stored bytes were fine all along
     assert store.injected == Counter({("get", "C"): 1})
 

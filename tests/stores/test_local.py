@@ -23,7 +23,8 @@ def test_chunk_is_self_describing(tmp_path):
     assert sidecar["chunk_hash"] == meta.chunk_hash == locator
     assert sidecar["size"] == len(data)
     assert bytes.fromhex(sidecar["block_hashes"]) == meta.block_hashes
-    assert len(meta.block_hashes) == 3 * 32
+    assert len(meta.block_hashes) == 33 * 32  # blocks of 64 KiB (chunk format 2)
+    assert sidecar["format"] == "davfs-chunk/2"
 
 
 def test_no_temporary_files_left(tmp_path):
