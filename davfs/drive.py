@@ -26,13 +26,14 @@ from typing import Any
 from davfs.backup import backup_schedule
 from davfs.catalog import Catalog, Node
 from davfs.config import DavfsConfig
-from davfs.errors import DamagedFile, NotAFile, NotAFolder, NotFound
+from davfs.errors import ChunkMissing, DamagedFile, IntegrityError, NotAFile, NotAFolder, NotFound
 from davfs.gc import gc_schedule
 from davfs.manifest import ManifestWriter
 from davfs.paths import split_path
 from davfs.periodic import Periodic
 from davfs.reader import ChunkReader
 from davfs.shipper import Shipper
+from davfs.snapshot import FileSnapshot, SnapshotCache
 from davfs.staging import Packer, StagingArea
 from davfs.stores import LocalStore, open_store
 from davfs.stores.base import ChunkStore
@@ -77,6 +78,7 @@ class Drive:
         self._writes = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="davfs-write")
         self.manifests = ManifestWriter(self.catalog, backing, interval=config.manifest_interval)
         self._jobs: list[Periodic] = []
+        self._snapshots = SnapshotCache()
         self._quota_lock = threading.Lock()
         self._quota: tuple[float, int | None, int | None] = (float("-inf"), None, None)
 
@@ -205,9 +207,19 @@ class Drive:
         node = node or self.node(path)
         if node.is_dir or node.version_id is None:
             raise NotAFile(path)
-        snapshot = self.catalog.tree.snapshot(node.version_id, path)
+        snapshot, cached = self._snapshots.get(node.version_id, path, self.catalog.tree.snapshot)
+        try:
+            return self._primed_reader(snapshot, start, end)
+        except (ChunkMissing, IntegrityError):
+            if not cached:
+                raise
+        # The chunk may have moved since the snapshot was cached (shipped, or healed).
+        self._snapshots.forget(node.version_id)
+        return self._primed_reader(self.catalog.tree.snapshot(node.version_id, path), start, end)
+
+    def _primed_reader(self, snapshot: FileSnapshot, start: int, end: int | None) -> ChunkReader:
         if snapshot.damaged:
-            raise DamagedFile(path, snapshot.damaged)
+            raise DamagedFile(snapshot.path, snapshot.damaged)
         reader = ChunkReader(snapshot, self.store, self._reads, window=self.config.prefetch_blocks)
         try:
             reader.prime(start, end)

@@ -4,6 +4,7 @@ the same answers, and a PUT is one catalog write."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,8 +14,10 @@ import requests
 from sqlalchemy import event
 
 from davfs.catalog.dialect import WRITE
+from davfs.chunk import ChunkMeta, ChunkRef
 from davfs.cli import main as cli_main
 from davfs.errors import DamagedFile
+from davfs.snapshot import Extent, FileSnapshot, SnapshotCache
 from davfs.stores.local import LocalStore
 from tests.conftest import MiB, RunningServer
 
@@ -103,3 +106,104 @@ def _first_chunk(running: RunningServer, name: str) -> str:
     node = running.app.drive.catalog.tree.resolve([name])
     assert node is not None and node.version_id is not None
     return running.app.drive.catalog.tree.snapshot(node.version_id, "/" + name).extents[0].chunk.locator
+
+
+@contextmanager
+def counted_statements(running: RunningServer) -> Iterator[list[str]]:
+    """Every SQL statement the catalog runs meanwhile, reads included."""
+    statements: list[str] = []
+    engine = running.app.drive.catalog.db.engine
+
+    def on_execute(conn, cursor, statement, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+
+
+def test_a_hot_files_next_range_reads_no_extent_rows(start_server: Callable[..., RunningServer]) -> None:
+    """A resumed or seeking download asks for many ranges of one version: its snapshot
+    (extents and BlockHashes) is read once, not per request."""
+    running = start_server(chunk_size="1MiB")
+    data = os.urandom(3 * MiB)
+    requests.put(running.url + "video.bin", data=data).raise_for_status()
+    assert requests.get(running.url + "video.bin", headers={"Range": "bytes=0-99"}).content == data[:100]
+    with counted_statements(running) as statements:
+        response = requests.get(running.url + "video.bin", headers={"Range": "bytes=2097152-2162687"})
+    assert response.status_code == 206 and response.content == data[2 * MiB : 2 * MiB + 65536]
+    touched = [s for s in statements if "extents" in s or "block_hashes" in s]
+    assert statements and not touched, touched
+
+
+def test_a_replaced_file_is_never_served_from_a_cached_snapshot(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    running = start_server(chunk_size="1MiB")
+    for round in range(3):
+        data = os.urandom(MiB + round)
+        requests.put(running.url + "doc.bin", data=data).raise_for_status()
+        assert requests.get(running.url + "doc.bin", headers={"Range": "bytes=-5000"}).content == data[-5000:]
+        assert requests.get(running.url + "doc.bin").content == data
+
+
+def test_a_cached_snapshot_still_reads_after_its_chunks_ship(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    """Write-back: the snapshot cached while the chunks were staged names their staging
+    locators; once shipped and the forward records are gone, the read asks the catalog
+    again instead of failing."""
+    running = start_server(chunk_size="1MiB")
+    data = os.urandom(2 * MiB + 10)
+    requests.put(running.url + "late.bin", data=data).raise_for_status()
+    assert requests.get(running.url + "late.bin", headers={"Range": "bytes=0-9"}).content == data[:10]
+    cached = running.app.drive._snapshots.get(_version(running, "late.bin"), "/late.bin", _never_loaded)[0]
+    assert all(e.chunk.locator.startswith("staged:") for e in cached.extents)
+    running.ship()
+    staging = running.app.drive.staging
+    assert staging is not None and staging.forget_forwards(time.time() + 1) >= 2
+    assert requests.get(running.url + "late.bin", headers={"Range": "bytes=1048576-"}).content == data[MiB:]
+    assert requests.get(running.url + "late.bin").content == data
+
+
+def _version(running: RunningServer, name: str) -> int:
+    node = running.app.drive.catalog.tree.resolve([name])
+    assert node is not None and node.version_id is not None
+    return node.version_id
+
+
+def _never_loaded(version_id: int, path: str) -> FileSnapshot:
+    raise AssertionError("the snapshot should have been cached")
+
+
+def _snapshot(version_id: int, hash_bytes: int) -> FileSnapshot:
+    meta = ChunkMeta("c" * 64, hash_bytes, 1, b"\0" * hash_bytes)
+    extent = Extent(ChunkRef("x", meta), 0, hash_bytes)
+    return FileSnapshot(f"/{version_id}", version_id, hash_bytes, 0.0, "etag", (extent,))
+
+
+def test_the_snapshot_cache_is_bounded_by_the_hash_bytes_it_holds() -> None:
+    cache = SnapshotCache(max_bytes=100_000, ttl=60)
+    loads: list[int] = []
+
+    def load(version_id: int, path: str) -> FileSnapshot:
+        loads.append(version_id)
+        return _snapshot(version_id, 10_000)
+
+    for version_id in range(20):
+        cache.get(version_id, "/x", load)
+    # Each costs 10,256 bytes (hashes and a little per extent): the newest nine fit.
+    for version_id in range(11, 20):
+        assert cache.get(version_id, "/x", _never_loaded)[1]
+    assert loads == list(range(20))
+    assert not cache.get(10, "/x", load)[1] and loads[-1] == 10
+    huge = SnapshotCache(max_bytes=100_000, ttl=60)
+    huge.get(1, "/x", lambda v, p: _snapshot(v, 30_000))
+    assert not huge.get(1, "/x", lambda v, p: _snapshot(v, 30_000))[1]  # more than a quarter: not kept
+    expired = SnapshotCache(max_bytes=100_000, ttl=0)
+    expired.get(1, "/x", load)
+    assert not expired.get(1, "/x", load)[1]
+    renamed, cached = cache.get(19, "/moved/x", load)
+    assert cached and renamed.path == "/moved/x"
