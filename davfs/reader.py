@@ -204,8 +204,8 @@ class ChunkReader(io.RawIOBase):
         if self.closed:
             raise ValueError("read from closed ChunkReader")
         remaining = self.snapshot.size - self._position
-        if size is None or size < 0 or size > remaining:
-            size = max(0, remaining)
+        whole = size is None or size < 0
+        size = max(0, remaining) if size is None or size < 0 else min(size, max(0, remaining))
         if size == 0:
             return b""
         pieces: list[bytes] = []
@@ -215,10 +215,10 @@ class ChunkReader(io.RawIOBase):
             wanted = self._position - window.file_offset
             try:
                 fetched = self._window_data(index, window, wanted)
-            except Exception:
-                if not pieces:
+            except IntegrityError:
+                if whole or not pieces:
                     raise
-                break  # a short read of the verified bytes; the next read raises
+                break  # a short read: the verified bytes before the damage; the next read raises
             data, start = fetched.data, wanted - fetched.low
             take = min(size, len(data) - start)
             piece = data if (start == 0 and take == len(data)) else data[start : start + take]

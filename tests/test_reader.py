@@ -233,3 +233,18 @@ def test_a_format_2_range_verifies_only_the_64_kib_blocks_it_covers():
         assert reader.read(70_000) == data[MiB + 70_000 : MiB + 140_000]
         EXECUTOR.submit(lambda: None).result()
     assert [(offset, length) for _, offset, length in store.gets] == [(MiB + 65536, 2 * 65536)]
+
+
+def test_a_read_reaching_damage_returns_the_verified_bytes_before_it_then_fails():
+    """read(n) may be short (the blocks before the damage, so a download sends all it
+    can); read() of everything never is."""
+    data = os.urandom(2 * MiB)
+    snapshot, store = build(data, 2 * MiB, None)
+    store.corrupt(snapshot.extents[0].chunk.locator, 300 * 1024)  # block 4 of 64 KiB
+    with ChunkReader(snapshot, store, EXECUTOR, window=2) as reader:
+        assert reader.read(MiB) == data[: 256 * 1024]
+        with pytest.raises(IntegrityError):
+            reader.read(MiB)
+        reader.seek(0)
+        with pytest.raises(IntegrityError):
+            reader.read()
