@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from davfs.catalog import Catalog
 from davfs.chunk import ChunkRef
-from davfs.errors import DavfsError, StoreUnavailable
+from davfs.errors import ChunkMissing, DavfsError, StoreUnavailable
 from davfs.staging import PACK_AGE, STAGED, Packer, StagingArea, seal_pack
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,16 @@ class Shipper:
         except StoreUnavailable as exc:  # FLOOD_WAIT, a timeout: as long as the store asks
             self._failed(chunk, exc, wait=float(exc.retry_after))
             return False
+        except ChunkMissing as exc:
+            # Shipped already: an upload re-staged content while an earlier copy was
+            # being shipped, and the shipment removed the file the upload had just
+            # written (the same bytes) before the upload committed the staging locator.
+            # The forward record says where those bytes are.
+            forward = self._staging.forward(chunk.chunk_hash)
+            if forward is None or not self._staging.store.exists(forward):
+                self._failed(chunk, exc, wait=min(MAX_BACKOFF, max(1.0, self._backoff * 2)))
+                return False
+            locator = forward
         except DavfsError as exc:
             self._failed(chunk, exc, wait=min(MAX_BACKOFF, max(1.0, self._backoff * 2)))
             return False

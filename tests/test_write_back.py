@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from davfs.catalog import Catalog
+from davfs.chunk import ChunkMeta
 from davfs.fsck import fsck
 from davfs.gc import collect_garbage
 from davfs.manifest import recover
@@ -73,6 +74,36 @@ def test_a_download_begun_on_the_staged_copy_finishes_after_shipping(start_serve
     for piece in pieces:
         received += piece
     assert hashlib.sha256(received).digest() == hashlib.sha256(data).digest()
+
+
+def test_content_restaged_while_its_earlier_copy_ships_is_settled_not_stuck(
+    start_server: Start, monkeypatch
+) -> None:
+    """A race the crash test found: an upload stages bytes the shipper is shipping from
+    an earlier upload; the shipment removes the staging file (the same name, the same
+    bytes) before the upload commits its staging locator. The shipper finds the bytes
+    through the forward record instead of failing on the missing file for ever."""
+    server = start_server(chunk_size="1MiB")
+    data = os.urandom(MiB)
+    requests.put(server.url + "first.bin", data=data).raise_for_status()
+    server.ship()
+    staging = server.app.drive.staging
+    assert staging is not None
+    original = StagingArea.put_file
+
+    def staged_then_shipped_away(self: StagingArea, path: str, meta: ChunkMeta) -> str:
+        locator = original(self, path, meta)
+        self._drop(meta.chunk_hash)  # what the shipment of the earlier copy does meanwhile
+        return locator
+
+    monkeypatch.setattr(StagingArea, "put_file", staged_then_shipped_away)
+    requests.put(server.url + "second.bin", data=data).raise_for_status()
+    monkeypatch.undo()
+    assert staged(server) == 1  # the catalog names the staging locator, whose file is gone
+    server.ship()
+    assert staged(server) == 0
+    assert requests.get(server.url + "second.bin").content == data
+    assert fsck(server.app.drive.catalog, server.app.drive.store, verify=True).lines() == []
 
 
 def test_small_files_share_a_pack_and_read_only_their_own_range(
