@@ -27,6 +27,7 @@ from davfs.drive import Drive
 from davfs.errors import CatalogError, DavfsError
 from davfs.fsck import fsck
 from davfs.manifest import recover
+from davfs.paths import split_path
 
 _COPY_BLOCK = 1024 * 1024
 OS_ERROR = 74
@@ -171,6 +172,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     windows.set_defaults(func=_windows_setup)
 
+    trash = commands.add_parser("trash", help="what DELETE took away: list it, bring it back, empty it")
+    trash_commands = trash.add_subparsers(dest="trash_command", required=True, metavar="list|restore|empty")
+    trash_list = trash_commands.add_parser("list", help="list the trash (what was under PATH)")
+    trash_list.add_argument("path", nargs="?", default="/")
+    trash_list.set_defaults(func=_trash_list)
+    trash_restore = trash_commands.add_parser(
+        "restore", help="put back what was at PATH (the newest such item); never over an existing name"
+    )
+    trash_restore.add_argument("path")
+    trash_restore.add_argument("--to", help="put it here instead of where it was")
+    trash_restore.set_defaults(func=_trash_restore)
+    trash_empty = trash_commands.add_parser("empty", help="delete what is in the trash for good")
+    trash_empty.add_argument(
+        "--older-than", type=float, metavar="DAYS", help="only what went in more than DAYS days ago"
+    )
+    trash_empty.set_defaults(func=_trash_empty)
+
+    versions = commands.add_parser(
+        "versions",
+        help="list a file's previous versions ('versions PATH'), or make one current again "
+        "('versions restore PATH N')",
+    )
+    versions.add_argument("words", nargs="+", metavar="PATH | restore PATH N")
+    versions.set_defaults(func=_versions)
+
     ls = commands.add_parser("ls", help="list a folder")
     ls.add_argument("path", nargs="?", default="/")
     ls.set_defaults(func=_ls)
@@ -289,7 +315,12 @@ def _gc(config: DavfsConfig, args: argparse.Namespace) -> int:
     with Drive(config) as drive:
         with _progress(0, "gc", quiet=args.dry_run) as bar:
             report = collect_garbage(
-                drive.catalog, drive.store, grace=grace, dry_run=args.dry_run, progress=bar.update
+                drive.catalog,
+                drive.store,
+                grace=grace,
+                retention=drive.retention,
+                dry_run=args.dry_run,
+                progress=bar.update,
             )
     for line in report.lines():
         print(line)
@@ -340,6 +371,8 @@ def _status(config: DavfsConfig, args: argparse.Namespace) -> int:
     with Drive(config) as drive:
         state = drive.health()
         used, available = drive.quota()
+        previous = drive.catalog.history.kept_bytes()
+        trashed = drive.catalog.trash.held_bytes()
     if args.json:
         print(json.dumps(state, indent=2))
         return 0
@@ -347,8 +380,14 @@ def _status(config: DavfsConfig, args: argparse.Namespace) -> int:
     print(f"catalog:  {catalog} (schema {state['catalog_schema']})")
     print(f"store:    {config.store}")
     print(
-        f"files:    {_size(used or 0)} stored" + ("" if available is None else f", {_size(available)} free")
+        f"files:    {_size((used or 0) - previous - trashed)} stored"
+        + ("" if available is None else f", {_size(available)} free")
     )
+    print(
+        f"versions: {_size(previous)} in previous versions of files "
+        f"(the newest {config.versions_keep} per file, for {config.version_days} days)"
+    )
+    print(f"trash:    {_size(trashed)} (kept {config.trash_days} days; davfs trash list)")
     waiting = state.get("write_back")
     if waiting is None:
         print("shipping: write_back is off; uploads go straight to the store")
@@ -434,6 +473,68 @@ def _sqlite_file(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)
+
+
+def _trash_list(config: DavfsConfig, args: argparse.Namespace) -> int:
+    with Drive(config) as drive:
+        items = drive.trash_items(args.path)
+    for item in items:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item.deleted_at))
+        what = f"folder, {item.files} files" if item.is_dir else "file"
+        print(f"{stamp}  {item.size:>14}  {item.path}{'/' if item.is_dir else ''}  ({what})")
+    if not items:
+        print(f"the trash holds nothing from {args.path}", file=sys.stderr)
+    return 0
+
+
+def _trash_restore(config: DavfsConfig, args: argparse.Namespace) -> int:
+    with Drive(config) as drive:
+        item, at = drive.restore_from_trash(args.path, args.to)
+    wanted = args.to or item.path
+    if at != "/" + "/".join(split_path(wanted)):
+        print(f"restored {item.path} as {at} ({wanted} is taken)")
+    else:
+        print(f"restored {at}")
+    return 0
+
+
+def _trash_empty(config: DavfsConfig, args: argparse.Namespace) -> int:
+    if args.older_than is not None and not args.older_than >= 0:
+        print("davfs trash empty: --older-than takes a number of days, 0 or more", file=sys.stderr)
+        return 2
+    with Drive(config) as drive:
+        emptied = drive.empty_trash(args.older_than)
+    print(f"deleted {emptied} items from the trash for good (gc frees their space)")
+    return 0
+
+
+def _versions(config: DavfsConfig, args: argparse.Namespace) -> int:
+    words: list[str] = args.words
+    restoring = words[0] == "restore" and len(words) == 3
+    if not restoring and len(words) != 1:
+        print("davfs versions: give PATH, or restore PATH N", file=sys.stderr)
+        return 2  # as argparse does for a bad command line
+    if restoring and not words[2].isdigit():
+        print(f"davfs versions restore: N must be a version number, not {words[2]!r}", file=sys.stderr)
+        return 2  # as argparse does for a bad command line
+    with Drive(config) as drive:
+        if restoring:
+            path, number = words[1], int(words[2])
+            chosen = drive.restore_version(path, number)
+            print(
+                f"{path}: version {number} ({_size(chosen.size)}) is current again; what it replaced is kept"
+            )
+            return 0
+        kept = drive.versions(words[0])
+        for version in kept:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(version.written))
+            state = (
+                "current"
+                if version.replaced is None
+                else "replaced " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(version.replaced))
+            )
+            print(f"{version.number:>4} {version.size:>14} {stamp}  {state}")
+    return 0
 
 
 def _ls(config: DavfsConfig, args: argparse.Namespace) -> int:

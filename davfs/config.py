@@ -64,6 +64,14 @@ class DavfsConfig:
     gc_grace: int = 24 * 3600
     """Seconds a replaced or deleted file's chunks are kept (downloads that started on
     the old content can finish; an upload may take this long)."""
+    trash_days: int = 30
+    """Days a deleted file or folder stays in the trash (``davfs trash``); 0: DELETE
+    deletes at once (gc takes the chunks after ``gc_grace``)."""
+    versions_keep: int = 10
+    """Previous versions kept per overwritten file (``davfs versions``); 0 keeps none
+    past ``gc_grace``."""
+    version_days: int = 30
+    """Days a previous version is kept (at most ``versions_keep`` of them per file)."""
     backup_interval: int = 24 * 3600
     """Seconds between the server's catalog backups into the store (0: only ``davfs backup``)."""
     backup_keep: int = 7
@@ -214,6 +222,11 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
             "gc_interval", values.get("gc_interval", DavfsConfig.gc_interval), 0, 365 * 86400
         ),
         gc_grace=_integer("gc_grace", values.get("gc_grace", DavfsConfig.gc_grace), 0, 365 * 86400),
+        trash_days=_integer("trash_days", values.get("trash_days", DavfsConfig.trash_days), 0, 3650),
+        versions_keep=_integer(
+            "versions_keep", values.get("versions_keep", DavfsConfig.versions_keep), 0, 1000
+        ),
+        version_days=_integer("version_days", values.get("version_days", DavfsConfig.version_days), 0, 3650),
         backup_interval=_integer(
             "backup_interval", values.get("backup_interval", DavfsConfig.backup_interval), 0, 365 * 86400
         ),

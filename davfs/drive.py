@@ -25,6 +25,8 @@ from typing import Any
 
 from davfs.backup import backup_schedule
 from davfs.catalog import Catalog, Node
+from davfs.catalog.history import PreviousVersion, Retention
+from davfs.catalog.trash import TrashItem
 from davfs.config import DavfsConfig
 from davfs.errors import ChunkMissing, DamagedFile, IntegrityError, NotAFile, NotAFolder, NotFound
 from davfs.gc import gc_schedule
@@ -95,7 +97,13 @@ class Drive:
         if self.shipper is not None:
             self.shipper.start()
         self._jobs = [
-            gc_schedule(self.catalog, self.store, interval=config.gc_interval, grace=config.gc_grace),
+            gc_schedule(
+                self.catalog,
+                self.store,
+                interval=config.gc_interval,
+                grace=config.gc_grace,
+                retention=self.retention,
+            ),
             backup_schedule(
                 self.catalog,
                 self.backing_store,
@@ -153,11 +161,13 @@ class Drive:
         return self.catalog.tree.children_dead_props(folder_id)
 
     def quota(self) -> tuple[int | None, int | None]:
-        """(used, available) bytes, at most :data:`QUOTA_CACHE_SECONDS` old."""
+        """(used, available) bytes, at most :data:`QUOTA_CACHE_SECONDS` old; used
+        counts previous versions of files too (they take space until gc drops them)."""
         with self._quota_lock:
             stamp, used, available = self._quota
             if time.monotonic() - stamp > QUOTA_CACHE_SECONDS:
-                used, available = self.catalog.tree.used_bytes(), self._available_bytes()
+                used = self.catalog.tree.used_bytes() + self.catalog.history.kept_bytes()
+                available = self._available_bytes()
                 self._quota = (time.monotonic(), used, available)
             return used, available
 
@@ -262,8 +272,13 @@ class Drive:
     def create_empty_file(self, parent_id: int, name: str) -> Node:
         return self.catalog.tree.create_empty_file(parent_id, name)
 
-    def delete(self, node: Node, *, recursive: bool) -> None:
-        self.catalog.tree.delete(node, recursive=recursive)
+    def delete(self, node: Node, path: str, *, recursive: bool, for_good: bool = False) -> None:
+        """Put a node in the trash (or, with no trash or ``for_good``, delete it: the
+        source of a MOVE that copied it elsewhere is not a deletion a person made)."""
+        if self.config.trash_days and not for_good:
+            self.catalog.trash.put(node.id, node.parent_id, node.name, path, recursive=recursive)
+        else:
+            self.catalog.tree.delete(node, recursive=recursive)
 
     def move(self, node_id: int, parent_id: int, name: str) -> None:
         self.catalog.tree.move(node_id, parent_id, name)
@@ -274,6 +289,51 @@ class Drive:
     def patch(self, node_id: int, props: Mapping[str, str | None], mtime: float | None = None) -> None:
         """Dead properties and the modification time of a node, changed all or none."""
         self.catalog.tree.patch(node_id, props, mtime)
+
+    # --- the trash -------------------------------------------------------------------
+
+    def trash_items(self, under: str = "/") -> list[TrashItem]:
+        return self.catalog.trash.items(under)
+
+    def restore_from_trash(self, path: str, to: str | None = None) -> tuple[TrashItem, str]:
+        """Bring back the newest trash item that was at ``path``; returns it and the
+        path it is at now (another name if ``path`` is taken again)."""
+        wanted = "/" + "/".join(split_path(path))
+        item = next((i for i in self.catalog.trash.items(wanted) if i.path == wanted), None)
+        if item is None:
+            raise NotFound(f"{wanted} in the trash")
+        return item, self.catalog.trash.restore(item.id, to)
+
+    def empty_trash(self, older_than_days: float | None = None) -> int:
+        cutoff = None if older_than_days is None else time.time() - older_than_days * 86400
+        return self.catalog.trash.empty(cutoff)
+
+    # --- previous versions -----------------------------------------------------------
+
+    @property
+    def retention(self) -> Retention:
+        """Which previous versions gc keeps."""
+        return Retention(self.config.versions_keep, self.config.version_days, self.config.trash_days)
+
+    def versions(self, path: str) -> list[PreviousVersion]:
+        """The versions of the file at ``path`` still kept, oldest first; the last is current."""
+        node = self.node(path)
+        if node.is_dir:
+            raise NotAFile(path)
+        return self.catalog.history.versions(node.id)
+
+    def restore_version(self, path: str, number: int) -> PreviousVersion:
+        """Make version ``number`` (as :meth:`versions` numbers them) the file's content
+        again; the content it replaces is kept as a previous version."""
+        node = self.node(path)
+        if node.is_dir:
+            raise NotAFile(path)
+        kept = self.catalog.history.versions(node.id)
+        chosen = next((v for v in kept if v.number == number), None)
+        if chosen is None:
+            raise NotFound(f"version {number} of {path}")
+        self.catalog.history.restore(node.id, chosen.version_id)
+        return chosen
 
 
 def _private_folder(folder: Path) -> None:

@@ -7,8 +7,9 @@ while the server serves traffic, so it must never delete a chunk that an upload 
 to commit. The protocol, all in catalog transactions (which are serialized, on SQLite and
 on PostgreSQL alike):
 
-1. Drop versions retired more than ``grace`` ago and uploads started more than ``grace``
-   ago; their chunks' reference counts fall.
+1. Drop versions retired more than ``grace`` ago (but the previous versions of existing
+   files that ``retention`` keeps, see :mod:`davfs.catalog.history`) and uploads
+   started more than ``grace`` ago; their chunks' reference counts fall.
 2. Scan the store; every chunk the catalog has never heard of (an upload that stored it
    and died, or has not committed yet) gets a row with no references, from now.
 3. *Mark* chunks unreferenced for longer than ``grace`` that no upload journal names
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from davfs.catalog import Catalog
+from davfs.catalog.history import Retention
 from davfs.chunk import ChunkRef
 from davfs.errors import DavfsError
 from davfs.periodic import Periodic
@@ -56,6 +58,8 @@ class GcReport:
     """What one gc run did (or, with ``dry_run``, would do)."""
 
     dry_run: bool = False
+    trash_expired: int = 0
+    """Items deleted from the trash, ``trash_days`` after they went in."""
     versions_dropped: int = 0
     uploads_abandoned: int = 0
     orphans_adopted: int = 0
@@ -78,6 +82,8 @@ class GcReport:
             for chunk_hash, locator, size in self.deleted
         ]
         lines += [f"could not delete: {failure}" for failure in self.failed]
+        if self.trash_expired:
+            lines.append(f"emptied {self.trash_expired} items out of the trash (kept their days)")
         lines.append(
             f"{verb} {len(self.deleted)} chunks ({self.bytes_freed} bytes); "
             f"{self.versions_dropped} old versions and {self.uploads_abandoned} abandoned uploads "
@@ -92,6 +98,7 @@ def collect_garbage(
     store: ChunkStore,
     *,
     grace: float,
+    retention: Retention | None = None,
     dry_run: bool = False,
     progress: Callable[[int], object] | None = None,
 ) -> GcReport:
@@ -102,8 +109,14 @@ def collect_garbage(
             report.busy = True
             return report
         if dry_run:
-            return _dry_run(catalog, store, grace, report)
-        report.versions_dropped, report.uploads_abandoned = catalog.gc.drop_retired(time.time() - grace)
+            return _dry_run(catalog, store, grace, retention, report)
+        if retention is not None and retention.trash_days:
+            report.trash_expired = catalog.trash.empty(
+                deleted_before=time.time() - retention.trash_days * 86400
+            )
+        report.versions_dropped, report.uploads_abandoned = catalog.gc.drop_retired(
+            time.time() - grace, retention
+        )
         found = _stored_data_chunks(store)
         report.orphans_adopted = catalog.gc.adopt_orphans(catalog.gc.unknown_chunks(found))
         _collect_strays(catalog, store, found, time.time() - grace, report, progress)
@@ -128,12 +141,16 @@ def collect_garbage(
     return report
 
 
-def _dry_run(catalog: Catalog, store: ChunkStore, grace: float, report: GcReport) -> GcReport:
+def _dry_run(
+    catalog: Catalog, store: ChunkStore, grace: float, retention: Retention | None, report: GcReport
+) -> GcReport:
     """What a run would delete now, changing nothing. Chunks the store holds that the
     catalog does not know are counted; a run deletes them one grace period after it
     first finds them (at once with no grace)."""
     cutoff = time.time() - grace
-    report.deleted, report.versions_dropped, report.uploads_abandoned = catalog.gc.collectable(cutoff)
+    report.deleted, report.versions_dropped, report.uploads_abandoned = catalog.gc.collectable(
+        cutoff, retention
+    )
     orphans = catalog.gc.unknown_chunks(_stored_data_chunks(store))
     report.orphans_adopted = len(orphans)
     if grace <= 0:
@@ -172,10 +189,12 @@ def _collect_strays(
     catalog.gc.forget_strays(gone)
 
 
-def gc_schedule(catalog: Catalog, store: ChunkStore, *, interval: float, grace: float) -> Periodic:
+def gc_schedule(
+    catalog: Catalog, store: ChunkStore, *, interval: float, grace: float, retention: Retention
+) -> Periodic:
     """The server's gc: :func:`collect_garbage` every ``interval`` seconds."""
 
     def run() -> None:
-        log.info("gc: %s", collect_garbage(catalog, store, grace=grace).lines()[-1])
+        log.info("gc: %s", collect_garbage(catalog, store, grace=grace, retention=retention).lines()[-1])
 
     return Periodic("gc", interval, run)

@@ -30,6 +30,7 @@ from davfs.catalog.oplog import (
     NodeCreated,
     PropSet,
     PropsReplaced,
+    Trashed,
     VersionSet,
     decode,
 )
@@ -182,6 +183,11 @@ def _entries(store: ChunkStore, manifest: ChunkRef) -> dict[int, Entry]:
     return {int(seq): decode(entry) for seq, entry in body["entries"]}
 
 
+_IN_TRASH = -1
+"""The parent of what is in the trash as the replay sees it (``recover`` rebuilds the
+tree; the trash starts empty)."""
+
+
 class _Tree:
     """The tree as the oplog describes it, replayed in memory."""
 
@@ -223,6 +229,10 @@ class _Tree:
                 self.children.setdefault(entry.parent, set()).add(entry.node)
             case Deleted():
                 self._delete(entry.node)
+            case Trashed():  # out of the tree; a Moved brings it back, a Deleted ends it
+                self.children.get(node["parent"], set()).discard(entry.node)
+                node["parent"] = _IN_TRASH
+                self.children.setdefault(_IN_TRASH, set()).add(entry.node)
 
     def _delete(self, node_id: int) -> None:
         node = self.nodes.pop(node_id, None)
@@ -231,6 +241,14 @@ class _Tree:
         self.children.get(node["parent"], set()).discard(node_id)
         for child in list(self.children.pop(node_id, ())):
             self._delete(child)
+
+    def _count_below(self, parent: int) -> int:
+        """Nodes below ``parent`` (not counting it)."""
+        count, level = 0, list(self.children.get(parent, ()))
+        while level:
+            count += len(level)
+            level = [child for node_id in level for child in self.children.get(node_id, ())]
+        return count
 
     def parents_first(self, chunks: dict[str, ChunkRef], problems: list[str]) -> Iterator[RecoveredNode]:
         """Every node reachable from the root, parents before children; files whose
@@ -267,7 +285,7 @@ class _Tree:
             if node["dir"]:
                 for child in sorted(self.children.get(node_id, ()), key=lambda c: self.nodes[c]["name"]):
                     queue.append((child, f"{path}/{self.nodes[child]['name']}"))
-        if reached < len(self.nodes):
+        if reached + self._count_below(_IN_TRASH) < len(self.nodes):
             problems.append(
                 f"{len(self.nodes) - reached} node(s) hang below folders the history does not "
                 "create (a manifest is missing); not restored"

@@ -288,9 +288,15 @@ class _NodeResource:
         if self._replaced_by_copy_or_move():
             return  # its locks stay: the file that takes its place joins them (RFC 4918 7.7)
         node = self._require_node()
-        recursive = self.environ.get("REQUEST_METHOD") != "DELETE"
+        method = self.environ.get("REQUEST_METHOD")
+        recursive = method != "DELETE"
+        # A member-by-member MOVE deletes each source after copying it: not a deletion
+        # anyone made, so not one for the trash (clearing its destination is).
+        destination = (facts_of(self.environ).destination or "").rstrip("/")
+        path = self.path.rstrip("/")
+        moved_away = method == "MOVE" and not (path == destination or path.startswith(destination + "/"))
         with dav_errors():
-            self.drive.delete(node, recursive=recursive)
+            self.drive.delete(node, self.path, recursive=recursive, for_good=moved_away)
         self.remove_all_locks(recursive=recursive)  # type: ignore[attr-defined]
 
     def _replaced_by_copy_or_move(self) -> bool:
@@ -327,7 +333,7 @@ class _NodeResource:
             except DAVError:
                 return False
         with dav_errors():
-            self.drive.delete(node, recursive=True)
+            self.drive.delete(node, self.path, recursive=True)
         self.remove_all_locks(recursive=True)  # type: ignore[attr-defined]
         return True
 

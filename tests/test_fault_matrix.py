@@ -357,7 +357,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The starting drive's data folder (catalog, store, locks), built once; each cell
     serves a copy, which is much faster than uploading it again (fsyncs) 67 times."""
     data_dir = tmp_path_factory.mktemp("fault-matrix-template") / "data"
-    running = launch(davfs_config(data_dir, chunk_size="1MiB", gc_interval=0, write_back=False))
+    running = launch(davfs_config(data_dir, chunk_size="1MiB", gc_interval=0, write_back=False, trash_days=0))
     try:
         populate(running)
     finally:
@@ -489,8 +489,9 @@ def faulty_server(
         store = FaultyStore(LocalStore(data_dir / "store"))
         if not content_addressed:
             store.properties = dataclasses.replace(store.properties, content_addressed=False)
+        # Deletions go straight to gc here (no trash): every cell gives gc work to fail.
         return start_server(
-            store=store, data_dir=data_dir, chunk_size="1MiB", gc_interval=0, write_back=False
+            store=store, data_dir=data_dir, chunk_size="1MiB", gc_interval=0, write_back=False, trash_days=0
         )
 
     return start

@@ -242,7 +242,7 @@ def test_uploads_and_deletes_racing_a_gc_loop_leave_every_file_whole(drive):
 
 
 def test_the_server_collects_on_its_schedule(start_server: Callable[..., RunningServer]):
-    server = start_server(gc_interval=1, gc_grace=0, chunk_size="1MiB")
+    server = start_server(gc_interval=1, gc_grace=0, chunk_size="1MiB", versions_keep=0)
     # Over a quarter of a chunk, so not packed: the first version has a chunk of its own.
     requests.put(server.url + "f", data=b"first" * 60_000).raise_for_status()
     node = server.app.drive.catalog.tree.resolve(["f"])

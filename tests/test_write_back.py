@@ -131,7 +131,7 @@ def test_small_files_share_a_pack_and_read_only_their_own_range(
 def test_packs_are_sealed_by_age_and_freed_when_no_file_uses_them(start_server: Start, monkeypatch) -> None:
     monkeypatch.setattr("davfs.staging.PACK_AGE", 0.5)
     monkeypatch.setattr("davfs.shipper.PACK_AGE", 0.5)
-    server = start_server(chunk_size="1MiB", gc_interval=0, gc_grace=0)
+    server = start_server(chunk_size="1MiB", gc_interval=0, gc_grace=0, trash_days=0)
     for i in range(5):
         requests.put(server.url + f"f{i}.txt", data=b"x" * (i + 1)).raise_for_status()
     wait_until(lambda: not server.app.drive.catalog.staging.open_packs() and staged(server) == 0)

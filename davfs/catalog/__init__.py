@@ -8,6 +8,10 @@ chunk references):
   (the provider and the command line);
 - :mod:`~davfs.catalog.uploads` — the upload journal and the commit of a new version
   (the writer);
+- :mod:`~davfs.catalog.history` — previous versions of files, and which of them gc
+  keeps (``davfs versions``, ``davfs.gc``);
+- :mod:`~davfs.catalog.trash` — deleted files and folders until they expire
+  (``davfs trash``, DELETE);
 - :mod:`~davfs.catalog.gc` — retired versions, orphans, deletion marks (``davfs.gc``);
 - :mod:`~davfs.catalog.fsck` — consistency checks and damage marks (``davfs.fsck``);
 - :mod:`~davfs.catalog.oplog` — typed change entries until a manifest holds them
@@ -27,10 +31,12 @@ from davfs.catalog.db import ROOT_ID, Database
 from davfs.catalog.dump import Dump, RecoveredNode
 from davfs.catalog.fsck import FsckQueries
 from davfs.catalog.gc import GcQueries
+from davfs.catalog.history import History
 from davfs.catalog.locks import LockTable
 from davfs.catalog.oplog import OpLog
 from davfs.catalog.rows import ABSENT, Node, content_etag
 from davfs.catalog.staging import StagingQueries
+from davfs.catalog.trash import Trash
 from davfs.catalog.tree import Tree
 from davfs.catalog.uploads import Uploads
 
@@ -44,6 +50,8 @@ class Catalog:
         self.tree = Tree(self.db, windows_names=windows_names)
         self.uploads = Uploads(self.db, self.tree)
         self.gc = GcQueries(self.db)
+        self.history = History(self.db)
+        self.trash = Trash(self.db, windows_names=windows_names)
         self.fsck = FsckQueries(self.db, self.tree)
         self.oplog = OpLog(self.db)
         self.dump = Dump(self.db, self.tree)

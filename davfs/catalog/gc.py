@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
 
 from davfs.catalog.db import Database, batches
+from davfs.catalog.history import Retention, expired_versions
 from davfs.catalog.rows import TOMBSTONE, chunk_row
 from davfs.catalog.schema import chunks, extents, meta, strays, upload_chunks, uploads, versions
 from davfs.chunk import ChunkRef
@@ -28,13 +29,13 @@ class GcQueries:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def drop_retired(self, cutoff: float) -> tuple[int, int]:
-        """Forget versions retired before ``cutoff`` and uploads started before it (their
-        process died or gave up), so their chunks become unreferenced. Returns how many
-        of each."""
+    def drop_retired(self, cutoff: float, retention: Retention | None = None) -> tuple[int, int]:
+        """Forget versions retired before ``cutoff`` (but the previous versions
+        ``retention`` keeps) and uploads started before it (their process died or gave
+        up), so their chunks become unreferenced. Returns how many of each."""
         with self._db.write() as conn:
             now = time.time()
-            retired = list(conn.scalars(select(versions.c.id).where(versions.c.retired < cutoff)))
+            retired = list(conn.scalars(expired_versions(cutoff, retention, now)))
             for batch in batches(retired):
                 counts = Counter(
                     conn.scalars(select(extents.c.chunk_hash).where(extents.c.version_id.in_(batch)))
@@ -148,14 +149,16 @@ class GcQueries:
             for batch in batches(list(locators)):
                 conn.execute(delete(strays).where(strays.c.locator.in_(batch)))
 
-    def collectable(self, cutoff: float) -> tuple[list[Collectable], int, int]:
+    def collectable(
+        self, cutoff: float, retention: Retention | None = None
+    ) -> tuple[list[Collectable], int, int]:
         """What gc would delete now, changing nothing: chunks unreferenced since before
         ``cutoff`` or referenced only by versions retired before it, that no running
         upload has journaled; and how many retired versions and abandoned uploads it
         would drop."""
         with self._db.read() as conn:
             rows: list[Any] = list(conn.execute(_collectable(cutoff)).all())
-            retired = list(conn.scalars(select(versions.c.id).where(versions.c.retired < cutoff)))
+            retired = list(conn.scalars(expired_versions(cutoff, retention, time.time())))
             abandoned = conn.scalar(
                 select(func.count()).select_from(uploads).where(uploads.c.started < cutoff)
             )

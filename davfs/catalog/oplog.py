@@ -83,7 +83,15 @@ class Deleted:
     node: int
 
 
-Entry = NodeCreated | VersionSet | MtimeSet | PropSet | PropsReplaced | Moved | Deleted
+@dataclass(frozen=True, slots=True)
+class Trashed:
+    """A node and everything below it moved out of the tree into the trash (a restore
+    from the trash is a :class:`Moved` back; emptying it a :class:`Deleted`)."""
+
+    node: int
+
+
+Entry = NodeCreated | VersionSet | MtimeSet | PropSet | PropsReplaced | Moved | Deleted | Trashed
 
 
 def encode(entry: Entry) -> str:
@@ -124,6 +132,8 @@ def encode(entry: Entry) -> str:
             data = {"op": "move", "node": entry.node, "parent": entry.parent, "name": entry.name}
         case Deleted():
             data = {"op": "delete", "node": entry.node}
+        case Trashed():
+            data = {"op": "trash", "node": entry.node}
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -160,6 +170,8 @@ def decode(data: Mapping[str, Any]) -> Entry:
             return Moved(int(data["node"]), int(data["parent"]), str(data["name"]))
         if op == "delete":
             return Deleted(int(data["node"]))
+        if op == "trash":
+            return Trashed(int(data["node"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"oplog entry {op!r} is incomplete ({exc})") from None
     raise ValueError(f"unknown oplog entry {op!r}")

@@ -300,3 +300,16 @@ TOMBSTONE = and_(
     chunks.c.deleted_epoch.is_not(None), chunks.c.deleting.is_(None), chunks.c.unreferenced_since.is_(None)
 )
 """A chunk gc deleted from the store; the row stays so uploads from before can be refused."""
+
+
+def version_pieces(conn: Connection, version_id: int) -> tuple[Piece, ...]:
+    """The pieces that make up a version, in order (to give another version the same content)."""
+    rows = conn.execute(
+        select(extents.c.chunk_hash, extents.c.offset, extents.c.length, extents.c.block_hashes)
+        .where(extents.c.version_id == version_id)
+        .order_by(extents.c.seq)
+    ).all()
+    return tuple(
+        Piece(r.chunk_hash, r.offset, r.length, None if r.block_hashes is None else bytes(r.block_hashes))
+        for r in rows
+    )

@@ -28,6 +28,9 @@ Data model (see ``shared/design.md``)::
                until a manifest in the store holds it (design invariant 6)
     locks      WebDAV locks (token, locked path, owner, expiry), shared by every
                instance on the catalog; never backed up (they expire within a day)
+    trash      deleted files and folders, kept ``trash_days``: the node moved out of the
+               tree (under the trash folder, a second node without a parent), where it
+               was and when it was deleted (davfs.catalog.trash)
     strays     second copies in the store of chunks the catalog has at another locator
                (a lost confirmation, a shipment repeated after a crash): gc deletes them
                once they have been strays for the grace period
@@ -188,10 +191,20 @@ strays = Table(
     Column("first_seen", Float, nullable=False),
 )
 
+trash = Table(
+    "trash",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("node_id", Integer, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("deleted_at", Float, nullable=False),
+    sqlite_autoincrement=True,
+)
+
 EPHEMERAL = frozenset({"locks", "strays"})
 """Tables backups leave out."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -211,6 +224,7 @@ MIGRATIONS: dict[int, Migration] = {
     1: Migration(),  # 2 adds the oplog table, which create_all has already made
     2: Migration(ddl=lambda conn: _add_gc_columns(conn)),
     3: Migration(ddl=lambda conn: _schema_4(conn), backfill=lambda conn: fold_names(conn)),  # and locks
+    4: Migration(),  # 5 adds the trash table, which create_all has already made
 }
 
 

@@ -40,9 +40,9 @@ from davfs.catalog.rows import (
     reference_chunks,
     require_folder,
     retire,
+    version_pieces,
 )
 from davfs.catalog.schema import chunks, dead_props, extents, nodes, versions
-from davfs.chunk import Piece
 from davfs.errors import (
     AlreadyExists,
     CatalogError,
@@ -240,7 +240,7 @@ class Tree:
             )
             if not still_there:
                 raise NotFound(node.name)
-            _delete_tree(conn, node.id, node.name, recursive=recursive)
+            delete_tree(conn, node.id, node.name, recursive=recursive)
 
     def move(self, node_id: int, new_parent_id: int, new_name: str) -> None:
         """Rename/move a node, replacing whatever is at the destination in the same
@@ -258,7 +258,7 @@ class Tree:
             elif occupant != node_id:
                 if _is_below(conn, node_id, occupant):
                     raise NotAllowed("moving a node onto a folder that contains it")
-                _delete_tree(conn, occupant, new_name, recursive=True)
+                delete_tree(conn, occupant, new_name, recursive=True)
             try:
                 moved = conn.execute(
                     update(nodes)
@@ -310,21 +310,8 @@ class Tree:
                 dest_id = dest.id
             version_id = None
             if not source.is_dir and source.version_id is not None:
-                rows = conn.execute(
-                    select(extents.c.chunk_hash, extents.c.offset, extents.c.length, extents.c.block_hashes)
-                    .where(extents.c.version_id == source.version_id)
-                    .order_by(extents.c.seq)
-                ).all()
-                add_references(conn, Counter(r.chunk_hash for r in rows))
-                pairs = tuple(
-                    Piece(
-                        r.chunk_hash,
-                        r.offset,
-                        r.length,
-                        None if r.block_hashes is None else bytes(r.block_hashes),
-                    )
-                    for r in rows
-                )
+                pairs = version_pieces(conn, source.version_id)
+                add_references(conn, Counter(p.chunk_hash for p in pairs))
                 version_id = insert_version(conn, dest_id, source.size, source.etag or "", pairs, now)
                 if dest is not None:
                     retire(conn, conn.scalar(select(nodes.c.version_id).where(nodes.c.id == dest_id)), now)
@@ -445,7 +432,7 @@ def _is_below(conn: Connection, node_id: int, ancestor_id: int) -> bool:
     return False
 
 
-def _delete_tree(conn: Connection, node_id: int, name: str, *, recursive: bool) -> None:
+def delete_tree(conn: Connection, node_id: int, name: str, *, recursive: bool) -> None:
     """Delete a node and, if ``recursive``, everything below it; retire their versions."""
     levels: list[list[int]] = [[node_id]]
     while levels[-1]:
