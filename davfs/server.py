@@ -46,6 +46,7 @@ from davfs.locks import DavfsLockManager, DavfsLockStorage
 from davfs.provider import DavfsProvider
 from davfs.serving import MAX_HEAD, DavfsServer, ShortHandshakeSSLAdapter
 from davfs.stores.base import ChunkStore
+from davfs.web import UndoPages
 
 WSGI_IO_SIZE = 1024 * 1024
 """wsgidav's read/write size per call: its default of 8 KiB is the GET/PUT bottleneck.
@@ -146,14 +147,14 @@ def _build_app(config: DavfsConfig, drive: Drive) -> App:
 
 def _middleware(stack: list[Any]) -> list[Any]:
     """wsgidav's middleware with davfs's layers: :class:`ErrorPages` in place of its
-    ErrorPrinter, davfs's authenticator in place of its own, and the
-    :class:`RequestPolicy` right after authentication."""
+    ErrorPrinter, davfs's authenticator in place of its own, then the trash and
+    versions pages (:mod:`davfs.web`) and the :class:`RequestPolicy`."""
     layers: list[Any] = []
     for layer in stack:
         if layer is ErrorPrinter:
             layers.append(ErrorPages)
         elif layer is HTTPAuthenticator:
-            layers += [DavfsAuthenticator, RequestPolicy]
+            layers += [DavfsAuthenticator, UndoPages, RequestPolicy]
         else:
             layers.append(layer)
     return layers

@@ -241,11 +241,13 @@ def test_listing_links_lead_to_the_stored_files(drive: Drive, tmp_path: Path) ->
             assert r.status_code == 200, (name, r.status_code)
             assert r.content == body, f"{name}: {len(r.content)} bytes differ from the stored {len(body)}"
 
-        # Name, type, size, last modified; sizes read "3.0 MiB", exact bytes on hover.
+        # Name, type, size, last modified, a link to the file's versions; sizes read
+        # "3.0 MiB", exact bytes on hover.
         for name, body in drive.files.items():
             row = listing.row(name)
             cells = row.cells
-            assert len(cells) == 4, cells
+            assert len(cells) == 5 and cells[4] == "versions", cells
+            assert urljoin(listing.url, row.links[1][0]) == drive.url + quote(name) + "?davfs=versions"
             assert cells[2] == do_filesizeformat(len(body), binary=True), (name, cells)
             assert row.size_title == f"{len(body):,d} bytes", (name, row.size_title)
             shown = parsedate_to_datetime(cells[3]).timestamp()
