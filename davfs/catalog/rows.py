@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -313,3 +313,15 @@ def version_pieces(conn: Connection, version_id: int) -> tuple[Piece, ...]:
         Piece(r.chunk_hash, r.offset, r.length, None if r.block_hashes is None else bytes(r.block_hashes))
         for r in rows
     )
+
+
+def free_name(conn: Connection, parent_id: int, name: str, label: Callable[[int], str]) -> str:
+    """``name``, or the first of ``stem (label(1)).ext``, ``stem (label(2)).ext``… that no
+    sibling has (compared case-folded, as Windows would): where a restore or an import
+    puts something whose name is taken."""
+    stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+    candidate, attempt = name, 0
+    while conn.execute(SAME_FOLD, {"parent_id": parent_id, "fold": candidate.casefold()}).first() is not None:
+        attempt += 1
+        candidate = f"{stem} ({label(attempt)}){dot}{ext}"
+    return candidate

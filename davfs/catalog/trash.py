@@ -23,7 +23,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from davfs.catalog import oplog
 from davfs.catalog.db import ROOT_ID, Database, batches, new_id
-from davfs.catalog.rows import NODE_BY_ID, SAME_FOLD, check_name_for_windows, insert_node, node_of
+from davfs.catalog.rows import NODE_BY_ID, check_name_for_windows, free_name, insert_node, node_of
 from davfs.catalog.schema import nodes, trash, versions
 from davfs.catalog.tree import delete_tree
 from davfs.errors import FolderNotEmpty, NotAllowed, NotFound
@@ -104,7 +104,7 @@ class Trash:
             if not segments:
                 raise NotAllowed("restoring over the root folder")
             parent_id = _make_folders(conn, segments[:-1], windows=self._windows_names)
-            name = _free_name(conn, parent_id, segments[-1])
+            name = free_name(conn, parent_id, segments[-1], _restored)
             if self._windows_names:
                 check_name_for_windows(name)
             conn.execute(
@@ -177,6 +177,10 @@ def _measure(conn: Connection, node_id: int) -> tuple[bool, int, int]:
     return True, size, files
 
 
+def _restored(attempt: int) -> str:
+    return "restored" if attempt == 1 else f"restored {attempt}"
+
+
 def _make_folders(conn: Connection, segments: list[str], *, windows: bool) -> int:
     """The folder at ``segments``, made (with its missing parents) if need be."""
     parent_id = ROOT_ID
@@ -188,7 +192,7 @@ def _make_folders(conn: Connection, segments: list[str], *, windows: bool) -> in
             parent_id = row.id
             continue
         if row is not None:
-            name = _free_name(conn, parent_id, name)  # a file took the folder's name
+            name = free_name(conn, parent_id, name, _restored)  # a file took the folder's name
         if windows:
             check_name_for_windows(name)
         now = time.time()
@@ -198,15 +202,3 @@ def _make_folders(conn: Connection, segments: list[str], *, windows: bool) -> in
         oplog.append(conn, oplog.NodeCreated(parent_id_new, parent_id, name, True, now, now))
         parent_id = parent_id_new
     return parent_id
-
-
-def _free_name(conn: Connection, parent_id: int, name: str) -> str:
-    """``name``, or ``name (restored).ext``, ``name (restored 2).ext``… whichever no
-    sibling has (compared case-folded, as Windows would)."""
-    stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
-    candidate, attempt = name, 1
-    while conn.execute(SAME_FOLD, {"parent_id": parent_id, "fold": candidate.casefold()}).first() is not None:
-        label = "restored" if attempt == 1 else f"restored {attempt}"
-        candidate = f"{stem} ({label}){dot}{ext}"
-        attempt += 1
-    return candidate
