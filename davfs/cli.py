@@ -189,6 +189,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     trash_empty.set_defaults(func=_trash_empty)
 
+    importing = commands.add_parser(
+        "import", help="take in files already in Telegram, without uploading them"
+    )
+    import_sources = importing.add_subparsers(dest="import_source", required=True, metavar="app-db|channel")
+    app_db = import_sources.add_parser(
+        "app-db", help="the files the original upload app recorded in its SQLite database"
+    )
+    app_db.add_argument("database", type=Path)
+    app_db.add_argument("--into", default="/Imported", help="drive folder to put them in (default /Imported)")
+    app_db.add_argument("--dry-run", action="store_true", help="fetch and check every chunk, create nothing")
+    app_db.set_defaults(func=_import_app_db)
+    channel = import_sources.add_parser(
+        "channel", help="documents in the drive's channel that davfs did not post (run app-db first)"
+    )
+    channel.add_argument(
+        "--into", default="/From the channel", help="drive folder to put them in (default /From the channel)"
+    )
+    channel.add_argument(
+        "--dry-run", action="store_true", help="fetch and check every document, create nothing"
+    )
+    channel.set_defaults(func=_import_channel)
+
     versions = commands.add_parser(
         "versions",
         help="list a file's previous versions ('versions PATH'), or make one current again "
@@ -508,6 +530,30 @@ def _trash_empty(config: DavfsConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_app_db(config: DavfsConfig, args: argparse.Namespace) -> int:
+    from davfs.importer import import_app_db
+
+    with Drive(config) as drive:
+        with _progress(None, "import") as bar:
+            report = import_app_db(
+                drive, args.database, into=args.into, dry_run=args.dry_run, progress=bar.update
+            )
+    for line in report.lines():
+        print(line)
+    return 1 if report.skipped else 0
+
+
+def _import_channel(config: DavfsConfig, args: argparse.Namespace) -> int:
+    from davfs.importer import import_channel
+
+    with Drive(config) as drive:
+        with _progress(None, "import") as bar:
+            report = import_channel(drive, into=args.into, dry_run=args.dry_run, progress=bar.update)
+    for line in report.lines():
+        print(line)
+    return 1 if report.skipped else 0
+
+
 def _versions(config: DavfsConfig, args: argparse.Namespace) -> int:
     words: list[str] = args.words
     restoring = words[0] == "restore" and len(words) == 3
@@ -599,15 +645,16 @@ def _get(config: DavfsConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(total: int, label: str, *, quiet: bool = False) -> tqdm:
-    """A progress bar on stderr for transfers long enough to want one."""
+def _progress(total: int | None, label: str, *, quiet: bool = False) -> tqdm:
+    """A progress bar on stderr for transfers long enough to want one (``None``: of a
+    size not known in advance)."""
     return tqdm(
         total=total,
         desc=label,
         unit="B",
         unit_scale=True,
         unit_divisor=1024,
-        disable=quiet or total < 8 * _COPY_BLOCK or not sys.stderr.isatty(),
+        disable=quiet or (total is not None and total < 8 * _COPY_BLOCK) or not sys.stderr.isatty(),
         file=sys.stderr,
     )
 

@@ -220,3 +220,10 @@ class IncompleteUpload(UploadError):
 
     exit_code = 51
     http_status = 400
+
+
+class ImportFailed(DavfsError):
+    """Import from {}: {}"""
+
+    exit_code = 60
+    http_status = 400

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from davfs.catalog import ROOT_ID, Catalog, RecoveredNode
 from davfs.catalog.oplog import (
+    ChunkPlaced,
     Deleted,
     Entry,
     Moved,
@@ -150,6 +151,9 @@ def recover(
             continue
         entries.update(logged)
     report.entries = len(entries)
+    for entry in entries.values():  # chunks the store's listing cannot show (imported)
+        if isinstance(entry, ChunkPlaced) and entry.meta.chunk_hash not in chunks:
+            chunks[entry.meta.chunk_hash] = ChunkRef(entry.locator, entry.meta)
     tree = _Tree()
     for seq in sorted(entries):
         tree.apply(entries[seq])
@@ -209,6 +213,8 @@ class _Tree:
             }
             self.children.setdefault(entry.parent, set()).add(entry.id)
             return
+        if isinstance(entry, ChunkPlaced):
+            return  # where a chunk is, not a change to the tree (read before the replay)
         node = self.nodes.get(entry.node)
         if node is None:
             return  # its creation fell in a lost window; reported when the tree is written

@@ -12,6 +12,8 @@ chunk references):
   keeps (``davfs versions``, ``davfs.gc``);
 - :mod:`~davfs.catalog.trash` — deleted files and folders until they expire
   (``davfs trash``, DELETE);
+- :mod:`~davfs.catalog.imports` — files made of messages davfs did not post
+  (``davfs import``);
 - :mod:`~davfs.catalog.gc` — retired versions, orphans, deletion marks (``davfs.gc``);
 - :mod:`~davfs.catalog.fsck` — consistency checks and damage marks (``davfs.fsck``);
 - :mod:`~davfs.catalog.oplog` — typed change entries until a manifest holds them
@@ -32,6 +34,7 @@ from davfs.catalog.dump import Dump, RecoveredNode
 from davfs.catalog.fsck import FsckQueries
 from davfs.catalog.gc import GcQueries
 from davfs.catalog.history import History
+from davfs.catalog.imports import Imports
 from davfs.catalog.locks import LockTable
 from davfs.catalog.oplog import OpLog
 from davfs.catalog.rows import ABSENT, Node, content_etag
@@ -52,6 +55,7 @@ class Catalog:
         self.gc = GcQueries(self.db)
         self.history = History(self.db)
         self.trash = Trash(self.db, windows_names=windows_names)
+        self.imports = Imports(self.db, self.tree)
         self.fsck = FsckQueries(self.db, self.tree)
         self.oplog = OpLog(self.db)
         self.dump = Dump(self.db, self.tree)

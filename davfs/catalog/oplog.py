@@ -21,7 +21,7 @@ from sqlalchemy import Connection, delete, func, insert, select
 from davfs.catalog.db import Database, continue_sequence
 from davfs.catalog.rows import reference_chunks
 from davfs.catalog.schema import oplog
-from davfs.chunk import ChunkRef, Piece
+from davfs.chunk import ChunkMeta, ChunkRef, Piece
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,18 @@ class Trashed:
     node: int
 
 
-Entry = NodeCreated | VersionSet | MtimeSet | PropSet | PropsReplaced | Moved | Deleted | Trashed
+@dataclass(frozen=True, slots=True)
+class ChunkPlaced:
+    """A chunk the store's listing does not show (a message davfs did not post, taken
+    in by ``davfs import``): where it is and its record, so ``recover`` finds it."""
+
+    locator: str
+    meta: ChunkMeta
+
+
+Entry = (
+    NodeCreated | VersionSet | MtimeSet | PropSet | PropsReplaced | Moved | Deleted | Trashed | ChunkPlaced
+)
 
 
 def encode(entry: Entry) -> str:
@@ -134,6 +145,8 @@ def encode(entry: Entry) -> str:
             data = {"op": "delete", "node": entry.node}
         case Trashed():
             data = {"op": "trash", "node": entry.node}
+        case ChunkPlaced():
+            data = {"op": "chunk", "locator": entry.locator, "meta": entry.meta.to_dict()}
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -172,6 +185,8 @@ def decode(data: Mapping[str, Any]) -> Entry:
             return Deleted(int(data["node"]))
         if op == "trash":
             return Trashed(int(data["node"]))
+        if op == "chunk":
+            return ChunkPlaced(str(data["locator"]), ChunkMeta.from_dict(dict(data["meta"])))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"oplog entry {op!r} is incomplete ({exc})") from None
     raise ValueError(f"unknown oplog entry {op!r}")

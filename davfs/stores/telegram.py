@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import functools
 import itertools
 import json
@@ -72,6 +73,10 @@ _CAPTION = re.compile(
     r"trailer=(?P<trailer>\d+) nonce=(?P<nonce>[0-9a-f]{16})$"
 )
 _HASH_NAMES = {FORMAT_SHA256: "sha256", FORMAT_BLAKE3: "blake3"}
+FOREIGN = "message:"
+"""Locator prefix of a document davfs did not post (``davfs import``): the chunk is the
+whole document, found by its message id. davfs reads such messages and never deletes
+them."""
 _RETRIABLE = (
     ConnectionError,
     OSError,
@@ -240,6 +245,21 @@ def getfile_windows(offset: int, end: int) -> list[tuple[int, int]]:
     return windows
 
 
+@dataclass(frozen=True)
+class ForeignDocument:
+    """A document message davfs did not post."""
+
+    message_id: int
+    size: int
+    name: str | None
+    """Its file name, if it has one."""
+    date: datetime.datetime
+
+    @property
+    def locator(self) -> str:
+        return f"{FOREIGN}{self.message_id}"
+
+
 class TelegramStore:
     """A ChunkStore over one or more Telegram accounts sharing one storage peer."""
 
@@ -275,6 +295,8 @@ class TelegramStore:
         self._turns = {work: itertools.cycle(range(len(self._accounts))) for work in ("put", "get")}
         self._next_lock = threading.Lock()
         self._documents: dict[tuple[int, int], _Document] = {}
+        self._foreign: set[tuple[int, int]] = set()
+        """(account, message id) of documents read at a FOREIGN locator."""
         for account in self._accounts:
             account.client.flood_sleep_threshold = 0
 
@@ -405,10 +427,20 @@ class TelegramStore:
     def get(self, locator: str, offset: int, length: int) -> bytes:
         message_id = _message_id(locator)
         index = self._pick_account("get")
-        return self._loop.run(self._get(index, message_id, offset, length), self._timeout)
+        foreign = locator.startswith(FOREIGN)
+        return self._loop.run(self._get(index, message_id, offset, length, foreign), self._timeout)
 
-    async def _get(self, index: int, message_id: int, offset: int, length: int) -> bytes:
-        document = await self._document(index, message_id)
+    def document_size(self, locator: str) -> int:
+        """The size of the document at a :data:`FOREIGN` locator (ChunkMissing if the
+        message or its document is gone)."""
+        index = self._pick_account("get")
+        document = self._loop.run(self._document(index, _message_id(locator), foreign=True), self._timeout)
+        return document.chunk_size
+
+    async def _get(
+        self, index: int, message_id: int, offset: int, length: int, foreign: bool = False
+    ) -> bytes:
+        document = await self._document(index, message_id, foreign=foreign)
         if offset < 0 or length < 0 or offset + length > document.chunk_size:
             raise ValueError(f"range {offset}+{length} outside chunk of {document.chunk_size} bytes")
         if length == 0:
@@ -421,7 +453,8 @@ class TelegramStore:
     async def _get_window(self, index: int, message_id: int, start: int, limit: int) -> bytes:
         account, pacer = self._accounts[index], self._pacers[index]
         for refreshed in (False, True):
-            document = await self._document(index, message_id, refresh=refreshed)
+            foreign = (index, message_id) in self._foreign
+            document = await self._document(index, message_id, refresh=refreshed, foreign=foreign)
             request = functions.upload.GetFileRequest(document.location, start, limit)
             try:
                 result = await pacer.call(
@@ -435,7 +468,9 @@ class TelegramStore:
             return bytes(result.bytes)
         raise AssertionError("unreachable")
 
-    async def _document(self, index: int, message_id: int, *, refresh: bool = False) -> _Document:
+    async def _document(
+        self, index: int, message_id: int, *, refresh: bool = False, foreign: bool = False
+    ) -> _Document:
         key = (index, message_id)
         if not refresh and key in self._documents:
             return self._documents[key]
@@ -445,13 +480,16 @@ class TelegramStore:
         )
         parsed = parse_caption(getattr(message, "message", None))
         document = getattr(getattr(message, "media", None), "document", None)
-        if parsed is None or document is None:
+        if document is None or (parsed is None and not foreign):
             self._documents.pop(key, None)
             raise ChunkMissing(str(message_id), "telegram")
         location = types.InputDocumentFileLocation(
             document.id, document.access_hash, document.file_reference, thumb_size=""
         )
-        found = _Document(location, document.dc_id, parsed[1])
+        if foreign:
+            self._foreign.add(key)
+        size = parsed[1] if parsed is not None and not foreign else int(document.size)
+        found = _Document(location, document.dc_id, size)
         self._documents[key] = found
         return found
 
@@ -461,7 +499,9 @@ class TelegramStore:
         self.delete_many([locator])
 
     def delete_many(self, locators: Sequence[str]) -> None:
-        """Delete chunks in batches of at most 100 message ids (Telegram's limit)."""
+        """Delete chunks in batches of at most 100 message ids (Telegram's limit). A
+        message davfs did not post (a :data:`FOREIGN` locator) is never deleted: gc
+        forgets the chunk, the message stays where its owner put it."""
         ids = [int(locator) for locator in locators if locator.isdigit()]
         account, pacer = self._accounts[0], self._pacers[0]
         for start in range(0, len(ids), DELETE_BATCH):
@@ -479,7 +519,11 @@ class TelegramStore:
     def exists(self, locator: str) -> bool:
         try:
             message_id = _message_id(locator)
-            self._loop.run(self._document(self._pick_account("get"), message_id, refresh=True), self._timeout)
+            foreign = locator.startswith(FOREIGN)
+            self._loop.run(
+                self._document(self._pick_account("get"), message_id, refresh=True, foreign=foreign),
+                self._timeout,
+            )
         except ChunkMissing:
             return False
         return True
@@ -489,13 +533,7 @@ class TelegramStore:
         a page of 100 messages at a time. Recovery has no client waiting on it, so any
         flood wait is slept through, however long. Needs a user account: Telegram does
         not let bots page through history."""
-        users = [i for i, account in enumerate(self._accounts) if not account.is_bot]
-        if not users:
-            raise StoreError(
-                "telegram",
-                "listing the channel needs a user session (bots cannot read history); run `davfs login`",
-            )
-        index = users[0]
+        index = self._user_account("listing the channel")
         account = self._accounts[index]
         after = 0
         while page := self._patiently(functools.partial(self._chunk_messages_after, index, after)):
@@ -512,6 +550,62 @@ class TelegramStore:
                     continue
                 yield str(message_id), meta
             after = page[1]
+
+    def foreign_documents(self) -> Iterator[ForeignDocument]:
+        """Every document in the channel that davfs did not post (no chunk caption):
+        forwarded files, uploads from phones, another app's. Needs a user session."""
+        index = self._user_account("listing the channel")
+        after = 0
+        while page := self._patiently(functools.partial(self._foreign_after, index, after)):
+            yield from page[0]
+            after = page[1]
+
+    def file_hashes(self, locator: str, offset: int) -> list[tuple[int, int, bytes]]:
+        """Telegram's own SHA-256 of consecutive ranges of a document from ``offset``
+        (``upload.getFileHashes``): (offset, length, digest), as many as it gives."""
+        index = self._pick_account("get")
+        message_id = _message_id(locator)
+
+        async def ask() -> list[tuple[int, int, bytes]]:
+            account, pacer = self._accounts[index], self._pacers[index]
+            document = await self._document(index, message_id, foreign=True)
+            request = functions.upload.GetFileHashesRequest(document.location, offset)
+            hashes = await pacer.call(
+                f"file hashes of message {message_id}",
+                functools.partial(_call_in_dc, account.client, document.dc_id, request),
+            )
+            return [(h.offset, h.limit, bytes(h.hash)) for h in hashes]
+
+        return self._loop.run(ask(), self._timeout)
+
+    def _user_account(self, work: str) -> int:
+        users = [i for i, account in enumerate(self._accounts) if not account.is_bot]
+        if not users:
+            raise StoreError(
+                "telegram", f"{work} needs a user session (bots cannot read history); run `davfs login`"
+            )
+        return users[0]
+
+    async def _foreign_after(self, index: int, after: int) -> tuple[list[ForeignDocument], int] | None:
+        account, pacer = self._accounts[index], self._pacers[index]
+        page = await pacer.call(
+            "list the channel",
+            lambda: account.client.get_messages(account.peer, limit=100, min_id=after, reverse=True),
+        )
+        if not page:
+            return None
+        found = []
+        for message in page:
+            document = getattr(message.media, "document", None)
+            if document is None or parse_caption(message.message) is not None:
+                continue
+            names = [
+                a.file_name for a in document.attributes if isinstance(a, types.DocumentAttributeFilename)
+            ]
+            found.append(
+                ForeignDocument(message.id, int(document.size), names[0] if names else None, message.date)
+            )
+        return found, max(message.id for message in page)
 
     def _patiently(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run ``make()`` on the loop, sleeping through flood waits of any length."""
@@ -588,6 +682,7 @@ async def _call_in_dc(client: TelegramClient, dc_id: int, request: Any) -> Any:
 
 
 def _message_id(locator: str) -> int:
-    if not locator.isdigit() or len(locator) > 18:
+    number = locator.removeprefix(FOREIGN)
+    if not number.isdigit() or len(number) > 18:
         raise ChunkMissing(locator, "telegram")
-    return int(locator)
+    return int(number)

@@ -60,6 +60,10 @@ MiB = 1024 * KiB
 MAX_PART_SIZE = 512 * KiB
 SMALL_FILE_MAX = 10 * MiB  # telethon switches to SaveBigFilePart above this (uploads.py)
 GETFILE_MAX = MiB
+FILE_HASH_RANGE = 128 * KiB
+"""``upload.getFileHashes`` hashes ranges of this size (as for CDN files)."""
+FILE_HASHES_PER_CALL = 8
+"""Ranges one ``upload.getFileHashes`` answers (undocumented; clients must page)."""
 DELETE_MAX_IDS = 100
 
 # Admin right names accepted by add_channel/set_admin, mapped to ChatAdminRights flags.
@@ -1337,6 +1341,7 @@ class _FileService(_Service):
             functions.upload.SaveFilePartRequest: (self.save_file_part, False),
             functions.upload.SaveBigFilePartRequest: (self.save_big_file_part, False),
             functions.upload.GetFileRequest: (self.get_file, False),
+            functions.upload.GetFileHashesRequest: (self.get_file_hashes, False),
         }
 
     def save_file_part(self, call: _Call, request: Any) -> bool:
@@ -1416,6 +1421,30 @@ class _FileService(_Service):
         """Uploaded parts are used once; free them."""
         call.key.uploads.pop(input_file.id, None)
 
+    def get_file_hashes(self, call: _Call, request: Any) -> list[types.FileHash]:
+        """SHA-256 of consecutive 128 KiB ranges from ``offset`` on, a few per call
+        (how many is not documented; clients page by the last range's end)."""
+        document = self._document_at(call, request.location)
+        if request.offset < 0 or request.offset % FILE_HASH_RANGE:
+            raise RpcFault("OFFSET_INVALID")
+        hashes = []
+        for start in range(request.offset, len(document.data), FILE_HASH_RANGE)[:FILE_HASHES_PER_CALL]:
+            part = document.data[start : start + FILE_HASH_RANGE]
+            hashes.append(types.FileHash(offset=start, limit=len(part), hash=hashlib.sha256(part).digest()))
+        return hashes
+
+    def _document_at(self, call: _Call, location: Any) -> FakeDocument:
+        if not isinstance(location, types.InputDocumentFileLocation) or location.thumb_size:
+            raise RpcFault("LOCATION_INVALID")
+        document = self.server._documents.get(location.id)
+        if document is None or document.access_hash != location.access_hash:
+            raise RpcFault("FILE_ID_INVALID")
+        if document.deleted or location.file_reference != document.file_reference:
+            raise RpcFault("FILE_REFERENCE_EXPIRED")
+        if document.dc_id != call.sender.dc_id:
+            raise RpcFault(f"FILE_MIGRATE_{document.dc_id}")
+        return document
+
     def get_file(self, call: _Call, request: Any) -> types.upload.File:
         server = self.server
         offset, limit = request.offset, request.limit
@@ -1433,16 +1462,7 @@ class _FileService(_Service):
             raise RpcFault("LIMIT_INVALID")
         if offset // GETFILE_MAX != (offset + limit - 1) // GETFILE_MAX:
             raise RpcFault("LIMIT_INVALID")
-        location = request.location
-        if not isinstance(location, types.InputDocumentFileLocation) or location.thumb_size:
-            raise RpcFault("LOCATION_INVALID")
-        document = server._documents.get(location.id)
-        if document is None or document.access_hash != location.access_hash:
-            raise RpcFault("FILE_ID_INVALID")
-        if document.deleted or location.file_reference != document.file_reference:
-            raise RpcFault("FILE_REFERENCE_EXPIRED")
-        if document.dc_id != call.sender.dc_id:
-            raise RpcFault(f"FILE_MIGRATE_{document.dc_id}")
+        document = self._document_at(call, request.location)
         return types.upload.File(
             type=types.storage.FilePartial(),
             mtime=int(document.date.timestamp()),
