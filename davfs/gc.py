@@ -83,7 +83,8 @@ class GcReport:
         ]
         lines += [f"could not delete: {failure}" for failure in self.failed]
         if self.trash_expired:
-            lines.append(f"emptied {self.trash_expired} items out of the trash (kept their days)")
+            emptied = "would empty" if self.dry_run else "emptied"
+            lines.append(f"{emptied} {self.trash_expired} items out of the trash (kept their days)")
         lines.append(
             f"{verb} {len(self.deleted)} chunks ({self.bytes_freed} bytes); "
             f"{self.versions_dropped} old versions and {self.uploads_abandoned} abandoned uploads "
@@ -148,6 +149,9 @@ def _dry_run(
     catalog does not know are counted; a run deletes them one grace period after it
     first finds them (at once with no grace)."""
     cutoff = time.time() - grace
+    if retention is not None and retention.trash_days:
+        expiry = time.time() - retention.trash_days * 86400
+        report.trash_expired = sum(1 for item in catalog.trash.items() if item.deleted_at < expiry)
     report.deleted, report.versions_dropped, report.uploads_abandoned = catalog.gc.collectable(
         cutoff, retention
     )

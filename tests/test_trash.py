@@ -142,6 +142,10 @@ def test_expired_trash_is_deleted_by_gc_chunks_and_all(start_server, tmp_path, c
     with sqlite3.connect(data_dir / "catalog.sqlite") as db:  # old.bin went in 31 days ago
         db.execute("UPDATE trash SET deleted_at = ? WHERE path = '/old.bin'", (time.time() - 31 * 86400,))
     capsys.readouterr()
+    assert cli(data_dir, "gc", "--dry-run", "--grace", "0") == 0
+    assert "would empty 1 items out of the trash" in capsys.readouterr().out
+    assert cli(data_dir, "trash", "list") == 0
+    assert "/old.bin" in capsys.readouterr().out  # the dry run changed nothing
     assert cli(data_dir, "gc", "--grace", "0") == 0
     assert "emptied 1 items out of the trash" in capsys.readouterr().out
     store = LocalStore(data_dir / "store")
