@@ -187,6 +187,7 @@ class ServerSpec:
     block_size: int | None = None
     exe: str | None = None  # rclone binary
     short: str = ""  # column label of the ratio against this server
+    env: tuple[tuple[str, str], ...] = ()  # extra environment (davfs settings)
 
 
 def rclone_command(exe: str, root: Path, port: int) -> list[str]:
@@ -257,6 +258,7 @@ def start_server(spec: ServerSpec, work: Path, budget: Budget) -> Server:
             DAVFS_HOST=HOST,
             DAVFS_ANONYMOUS="true",
         )
+        env.update(spec.env)
         cmd = [sys.executable, str(REPO / "run_server.py")]
     elif spec.kind == "rclone":
         assert spec.exe is not None

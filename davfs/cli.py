@@ -13,10 +13,12 @@ import getpass
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
 from tqdm import tqdm
@@ -28,6 +30,9 @@ from davfs.errors import CatalogError, DavfsError
 from davfs.fsck import fsck
 from davfs.manifest import recover
 from davfs.paths import split_path
+
+if TYPE_CHECKING:
+    from davfs.stores.settings import TelegramSettings
 
 _COPY_BLOCK = 1024 * 1024
 OS_ERROR = 74
@@ -83,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     login.add_argument(
         "--bot-token",
         help="sign a bot in instead (or set DAVFS_TELEGRAM_BOT_TOKEN); the bot must administer the channel",
+    )
+    login.add_argument(
+        "--no-encryption",
+        action="store_true",
+        help="do not encrypt a new drive (by default its chunks are encrypted, "
+        "and a recovery passphrase is printed once)",
     )
     login.set_defaults(func=_login)
 
@@ -157,6 +168,13 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=3600.0, help="give up after this many seconds (default 3600)"
     )
     ship.set_defaults(func=_ship)
+
+    passphrase = commands.add_parser(
+        "passphrase",
+        help="change the passphrase of an encrypted drive (asked, or DAVFS_NEW_PASSPHRASE); "
+        "the old one stops opening it",
+    )
+    passphrase.set_defaults(func=_change_passphrase)
 
     hash_password = commands.add_parser(
         "hash-password", help="print a password_hash for davfs.users (the password is asked)"
@@ -264,6 +282,74 @@ def _login(config: DavfsConfig, args: argparse.Namespace) -> int:
     print("put this in wsgidav.yaml (or set DAVFS_TELEGRAM_API_ID / DAVFS_TELEGRAM_API_HASH):")
     print("davfs:\n  store: telegram\n  telegram:")
     print(f"    channel: {settings.channel!r}\n    api_id: {settings.api_id}\n    api_hash: <your api_hash>")
+    if not args.no_encryption:
+        _set_up_encryption(config, settings)
+    return 0
+
+
+def _set_up_encryption(config: DavfsConfig, settings: TelegramSettings) -> None:
+    """Encrypt a new drive: make its key, keep it wrapped here and in the channel, and
+    print the passphrase that opens it on another machine, once."""
+    from davfs.crypto import DriveKey, wrap
+    from davfs.stores import open_store
+    from davfs.stores.sealed import KEY_FILE, keep_passphrase, key_record, publish_key
+
+    if (config.data_dir / KEY_FILE).is_file():
+        print("encryption: this drive's key is already here")
+        return
+    catalog = Catalog(config.catalog_url)
+    try:
+        new_drive = catalog.dump.is_new() and catalog.db.setting("encryption") is None
+    finally:
+        catalog.close()
+    if not new_drive:
+        print("encryption: not set up (this drive already holds files; encryption is chosen for a new drive)")
+        return
+    store = open_store("telegram", telegram=settings, data_dir=config.data_dir)
+    try:
+        try:
+            found = key_record(store, config.data_dir)
+            others = found is None and any(True for _ in store.iter_chunks())
+        except DavfsError:  # a bot cannot look through the channel
+            found, others = None, False
+        if found is not None:
+            print("encryption: the channel holds an encrypted drive; give its passphrase in DAVFS_PASSPHRASE")
+            return
+        if others:
+            print("encryption: not set up (the channel already holds an unencrypted drive's chunks)")
+            return
+        passphrase = "-".join(secrets.token_hex(3) for _ in range(6))
+        publish_key(store, config.data_dir, wrap(DriveKey.new(), passphrase))
+        keep_passphrase(config.data_dir, passphrase)
+    finally:
+        store.close()
+    print("encryption: on. The channel will hold nothing readable. Your recovery passphrase:")
+    print(f"\n    {passphrase}\n")
+    print("Write it down now: it is shown once. This machine keeps it in the data folder; on")
+    print("another machine (or after losing this one) give it in DAVFS_PASSPHRASE to open the drive.")
+
+
+def _change_passphrase(config: DavfsConfig, _args: argparse.Namespace) -> int:
+    from davfs.stores import open_store
+    from davfs.stores.sealed import change_passphrase, stored_passphrase
+
+    old = config.passphrase or stored_passphrase(config.data_dir)
+    if not old:
+        print("davfs: give the current passphrase in DAVFS_PASSPHRASE", file=sys.stderr)
+        return 2
+    new = os.environ.get("DAVFS_NEW_PASSPHRASE") or getpass.getpass("New passphrase: ")
+    if "DAVFS_NEW_PASSPHRASE" not in os.environ and new != getpass.getpass("Again: "):
+        print("davfs: the passphrases differ; nothing changed", file=sys.stderr)
+        return 1
+    if len(new) < 12:
+        print("davfs: a passphrase needs at least 12 characters; nothing changed", file=sys.stderr)
+        return 1
+    store = open_store(config.store, telegram=config.telegram, data_dir=config.data_dir)
+    try:
+        removed = change_passphrase(store, config.data_dir, old, new)
+    finally:
+        store.close()
+    print(f"the drive key is wrapped under the new passphrase ({removed} copies under the old one deleted)")
     return 0
 
 
@@ -395,12 +481,18 @@ def _status(config: DavfsConfig, args: argparse.Namespace) -> int:
         used, available = drive.quota()
         previous = drive.catalog.history.kept_bytes()
         trashed = drive.catalog.trash.held_bytes()
+        key_id = drive.key_id
     if args.json:
         print(json.dumps(state, indent=2))
         return 0
     catalog = make_url(config.catalog_url).render_as_string(hide_password=True)
     print(f"catalog:  {catalog} (schema {state['catalog_schema']})")
     print(f"store:    {config.store}")
+    print(
+        f"encryption: on (key {key_id}); the store holds nothing readable"
+        if key_id
+        else "encryption: off (the store holds the files' bytes as they are)"
+    )
     print(
         f"files:    {_size((used or 0) - previous - trashed)} stored"
         + ("" if available is None else f", {_size(available)} free")

@@ -64,6 +64,12 @@ class DavfsConfig:
     gc_grace: int = 24 * 3600
     """Seconds a replaced or deleted file's chunks are kept (downloads that started on
     the old content can finish; an upload may take this long)."""
+    encryption: bool = False
+    """New drives are encrypted (see :mod:`davfs.stores.sealed`); a drive that is
+    encrypted stays so whatever this says."""
+    passphrase: str | None = field(default=None, repr=False)
+    """Opens the drive key; better given as ``DAVFS_PASSPHRASE`` than in a file. Without
+    it, ``<data_dir>/passphrase`` (written by ``davfs login``) is used."""
     trash_days: int = 30
     """Days a deleted file or folder stays in the trash (``davfs trash``); 0: DELETE
     deletes at once (gc takes the chunks after ``gc_grace``)."""
@@ -222,6 +228,8 @@ def _validate(values: dict[str, Any], wsgidav_conf: dict[str, Any]) -> DavfsConf
             "gc_interval", values.get("gc_interval", DavfsConfig.gc_interval), 0, 365 * 86400
         ),
         gc_grace=_integer("gc_grace", values.get("gc_grace", DavfsConfig.gc_grace), 0, 365 * 86400),
+        encryption=_boolean("encryption", values.get("encryption", DavfsConfig.encryption)),
+        passphrase=None if values.get("passphrase") in (None, "") else str(values.get("passphrase")),
         trash_days=_integer("trash_days", values.get("trash_days", DavfsConfig.trash_days), 0, 3650),
         versions_keep=_integer(
             "versions_keep", values.get("versions_keep", DavfsConfig.versions_keep), 0, 1000

@@ -28,7 +28,17 @@ from davfs.catalog import Catalog, Node
 from davfs.catalog.history import PreviousVersion, Retention
 from davfs.catalog.trash import TrashItem
 from davfs.config import DavfsConfig
-from davfs.errors import ChunkMissing, DamagedFile, IntegrityError, NotAFile, NotAFolder, NotFound
+from davfs.crypto import DriveKey, unwrap, wrap
+from davfs.errors import (
+    ChunkMissing,
+    ConfigError,
+    DamagedFile,
+    IntegrityError,
+    NotAFile,
+    NotAFolder,
+    NotFound,
+    WrongPassphrase,
+)
 from davfs.gc import gc_schedule
 from davfs.manifest import ManifestWriter
 from davfs.paths import split_path
@@ -39,6 +49,14 @@ from davfs.snapshot import FileSnapshot, SnapshotCache
 from davfs.staging import Packer, StagingArea
 from davfs.stores import LocalStore, open_store
 from davfs.stores.base import ChunkStore
+from davfs.stores.sealed import (
+    KEY_FILE,
+    SealedStore,
+    keep_key_record,
+    key_record,
+    publish_key,
+    stored_passphrase,
+)
 from davfs.writer import ChunkWriter, UploadTarget
 
 log = logging.getLogger(__name__)
@@ -59,6 +77,14 @@ class Drive:
         try:
             backing = store or open_store(config.store, telegram=config.telegram, data_dir=config.data_dir)
         except BaseException:
+            self.catalog.close()
+            raise
+        self.key_id: str | None = None
+        """Which key encrypts the drive (None: it is not encrypted)."""
+        try:
+            backing = self._sealed(backing)
+        except BaseException:
+            backing.close()
             self.catalog.close()
             raise
         self.backing_store = backing
@@ -83,6 +109,41 @@ class Drive:
         self._snapshots = SnapshotCache()
         self._quota_lock = threading.Lock()
         self._quota: tuple[float, int | None, int | None] = (float("-inf"), None, None)
+
+    def _sealed(self, backing: ChunkStore) -> ChunkStore:
+        """The store encrypting into ``backing`` if the drive is (or, new and with
+        ``encryption`` on, is to be) encrypted. An encrypted drive is never opened
+        without its key, whatever the configuration says."""
+        config = self.config
+        marker = self.catalog.db.setting("encryption")
+        if not (config.encryption or marker or (config.data_dir / KEY_FILE).is_file()):
+            return backing
+        passphrase = config.passphrase or stored_passphrase(config.data_dir)
+        if not passphrase:
+            raise ConfigError(
+                "davfs.passphrase", "this drive is encrypted: give its passphrase in DAVFS_PASSPHRASE"
+            )
+        if marker is None and not self.catalog.dump.is_new():
+            raise ConfigError(
+                "davfs.encryption",
+                "this drive already holds unencrypted files; encryption is chosen for a new drive",
+            )
+        record = key_record(backing, config.data_dir)
+        if record is None:
+            if marker is not None:
+                raise WrongPassphrase("the drive key is neither in the data folder nor in the store")
+            key = DriveKey.new()
+            publish_key(backing, config.data_dir, wrap(key, passphrase))
+            log.info("this drive is encrypted from now on (key %s)", key.id)
+        else:
+            key = unwrap(record, passphrase)
+            keep_key_record(config.data_dir, record)
+        if marker is None:
+            self.catalog.db.set_setting("encryption", key.id)
+        elif marker != key.id:
+            raise WrongPassphrase(f"the catalog is encrypted with key {marker}, this key is {key.id}")
+        self.key_id = key.id
+        return SealedStore(backing, key)
 
     def __enter__(self) -> Drive:
         return self
@@ -173,10 +234,13 @@ class Drive:
 
     def _available_bytes(self) -> int | None:
         """Free space where the local store keeps its chunks (unknown for Telegram)."""
-        if not isinstance(self.backing_store, LocalStore):
+        store = self.backing_store
+        if isinstance(store, SealedStore):
+            store = store.inner
+        if not isinstance(store, LocalStore):
             return None
         try:
-            return shutil.disk_usage(self.backing_store.root).free
+            return shutil.disk_usage(store.root).free
         except OSError:
             return None
 

@@ -227,3 +227,12 @@ class ImportFailed(DavfsError):
 
     exit_code = 60
     http_status = 400
+
+
+class WrongPassphrase(DavfsError):
+    """Cannot open the drive's key: {}"""
+
+    exit_code = 61
+
+    def __init__(self, why: str = "the passphrase is not this drive's (DAVFS_PASSPHRASE)") -> None:
+        super().__init__(why)

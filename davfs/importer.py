@@ -40,7 +40,9 @@ from davfs.drive import Drive
 from davfs.errors import DavfsError, ImportFailed, StoreError
 from davfs.paths import split_path
 from davfs.snapshot import Extent
-from davfs.stores.telegram import FOREIGN, TelegramStore
+from davfs.stores.base import FOREIGN
+from davfs.stores.sealed import SealedStore
+from davfs.stores.telegram import TelegramStore
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +102,8 @@ def import_app_db(
     progress: Callable[[int], object] | None = None,
 ) -> ImportReport:
     """Import every row of the app's database (see the module docstring)."""
-    store = drive.backing_store
-    if not isinstance(store, TelegramStore):
+    store = _telegram(drive)
+    if store is None:
         raise ImportFailed(database, "it reads the app's Telegram messages; set davfs.store to telegram")
     report = ImportReport(dry_run=dry_run)
     rows, problems = _read_rows(database)
@@ -136,6 +138,15 @@ def import_app_db(
         else:
             report.imported.append(f"{into.rstrip('/')}/{name}")
     return report
+
+
+def _telegram(drive: Drive) -> TelegramStore | None:
+    """The drive's Telegram store itself (the messages are read as they are, also on an
+    encrypted drive: they were never davfs's to encrypt)."""
+    store = drive.backing_store
+    if isinstance(store, SealedStore):
+        store = store.inner
+    return store if isinstance(store, TelegramStore) else None
 
 
 class _Skip(Exception):
@@ -238,8 +249,8 @@ def import_channel(
     progress: Callable[[int], object] | None = None,
 ) -> ImportReport:
     """Import every document of the channel davfs did not post (see the module docstring)."""
-    store = drive.backing_store
-    if not isinstance(store, TelegramStore):
+    store = _telegram(drive)
+    if store is None:
         raise ImportFailed("the channel", "there is none: set davfs.store to telegram")
     report = ImportReport(dry_run=dry_run)
     used = {

@@ -268,8 +268,10 @@ def serve(config: DavfsConfig) -> None:
     server = make_server(config, app)
     try:
         server.prepare()
+        sealed = app.drive.key_id
         print(
-            f"davfs: serving {config.url}  (data: {config.data_dir}, store: {config.store})",
+            f"davfs: serving {config.url}  (data: {config.data_dir}, store: {config.store}, "
+            + (f"encrypted with key {sealed})" if sealed else "not encrypted)"),
             flush=True,
         )
         if app.generated_user is not None:

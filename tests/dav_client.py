@@ -59,11 +59,15 @@ class Dav:
         return sock
 
 
-@pytest.fixture
-def dav(start_server: Callable[..., RunningServer]) -> Iterator[Dav]:
+@pytest.fixture(params=["plain", "encrypted"])
+def dav(start_server: Callable[..., RunningServer], request: pytest.FixtureRequest) -> Iterator[Dav]:
     """The one server every test here uses: a user logged in with Digest, as Windows does
-    over http; 1 MiB chunks (so a few MiB span several chunks)."""
-    server = start_server(chunk_size="1MiB", users={"DOMAIN-user": "client-pass"})
+    over http; 1 MiB chunks (so a few MiB span several chunks); every client replay runs
+    on a plain and on an encrypted drive."""
+    sealed = (
+        {"encryption": True, "passphrase": "client replay passphrase"} if request.param == "encrypted" else {}
+    )
+    server = start_server(chunk_size="1MiB", users={"DOMAIN-user": "client-pass"}, **sealed)
     with requests.Session() as session:
         session.auth = HTTPDigestAuth("DOMAIN-user", "client-pass")
         # One request before the tests' own: an authenticating session then holds what it

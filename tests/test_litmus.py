@@ -4,7 +4,7 @@ All five litmus groups (basic, copymove, props, locks, http) must run and report
 failures (warnings are allowed), logged in as a user the way real clients are (litmus's
 neon answers the Digest challenge). Runs with the test server's 1 MiB chunks, with the
 production default of 20 MiB chunks, as a subprocess with the user davfs generates on
-its first start, on the Telegram store (the wire-level fake), and as a scale-out
+its first start, on the Telegram store (the wire-level fake; plain and encrypted), and as a scale-out
 instance on PostgreSQL + Redis.
 """
 
@@ -69,7 +69,8 @@ def parse_summaries(output: str) -> dict[str, dict[str, int]]:
 
 
 @pytest.mark.parametrize(
-    "target", ["inprocess-1MiB", "inprocess-20MiB", "subprocess", "telegram", "postgresql-redis"]
+    "target",
+    ["inprocess-1MiB", "inprocess-20MiB", "subprocess", "telegram", "telegram-encrypted", "postgresql-redis"],
 )
 def test_litmus_all_groups_pass(
     telegram: TelegramRig,  # first, so it outlives the servers that use it
@@ -91,8 +92,13 @@ def test_litmus_all_groups_pass(
             tmp_path, request.getfixturevalue("postgres_url"), request.getfixturevalue("redis_url")
         )
         url = server_process(env={"DAVFS_CONFIG": str(config), "DAVFS_USERS": str(users)}).url
-    elif target == "telegram":
-        url = start_server(store=telegram.open_store(), chunk_size="1MiB", users=users).url
+    elif target.startswith("telegram"):
+        sealed = (
+            {"encryption": True, "passphrase": "litmus drive passphrase"}
+            if target.endswith("encrypted")
+            else {}
+        )
+        url = start_server(store=telegram.open_store(), chunk_size="1MiB", users=users, **sealed).url
     else:
         url = start_server(chunk_size=target.removeprefix("inprocess-"), users=users).url
     assert requests.request("MKCOL", url + "litmus/", timeout=10).status_code == 401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,18 @@ def test_the_cli_prints_what_to_configure(
     out = capsys.readouterr().out
     assert "store: telegram" in out and CHANNEL in out and DEFAULT_API_HASH not in out
     assert len(session_files(data_dir)) == 1
+    # A new drive is encrypted: its key wrapped here and in the channel, the passphrase
+    # printed once (and kept here, mode 0600, so the server starts on its own).
+    assert "encryption: on" in out
+    printed = re.search(r"\n    ([0-9a-f]{6}(?:-[0-9a-f]{6}){5})\n", out)
+    assert printed is not None, out
+    assert (data_dir / "passphrase").read_text().strip() == printed.group(1)
+    assert stat.S_IMODE((data_dir / "passphrase").stat().st_mode) == 0o600
+    assert (data_dir / "drive.key").is_file()
+    captions = [m.text for m in telegram.fake.messages(telegram.channel)]
+    assert len(captions) == 1 and captions[0].startswith("davfs-chunk/2 ")
+    assert cli_main(["-c", "/dev/null", "-d", str(data_dir), "status"]) == 0
+    assert "encryption: on (key " in capsys.readouterr().out
 
     monkeypatch.setenv("DAVFS_TELEGRAM_API_ID", "1")
     assert cli_main(["-c", "/dev/null", "-d", str(data_dir), "login", "--bot-token", "1:x"]) == 78

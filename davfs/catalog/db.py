@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, CursorResult, insert, select, update
+from sqlalchemy import Connection, CursorResult, delete, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
@@ -64,6 +64,17 @@ class Database:
         """Whether this instance is the one to run ``job`` now (see the dialect)."""
         with database_errors(), single_instance(self.engine, job) as acquired:
             yield acquired
+
+    def setting(self, name: str) -> str | None:
+        """A value the drive keeps about itself in ``meta`` (e.g. which key encrypts it)."""
+        with self.read() as conn:
+            value = conn.scalar(select(meta.c.value).where(meta.c.key == f"setting:{name}"))
+        return None if value is None else str(value)
+
+    def set_setting(self, name: str, value: str) -> None:
+        with self.write() as conn:
+            conn.execute(delete(meta).where(meta.c.key == f"setting:{name}"))
+            conn.execute(insert(meta).values(key=f"setting:{name}", value=value))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -20,7 +20,7 @@ from davfs.catalog.db import (
     database_errors,
 )
 from davfs.catalog.rows import content_etag, insert_node, insert_version, reference_chunks
-from davfs.catalog.schema import dead_props, nodes
+from davfs.catalog.schema import chunks, dead_props, nodes
 from davfs.catalog.tree import Tree
 from davfs.chunk import ChunkRef, Piece
 from davfs.errors import CatalogError
@@ -47,6 +47,11 @@ class Dump:
     def __init__(self, db: Database, tree: Tree) -> None:
         self._db = db
         self._tree = tree
+
+    def is_new(self) -> bool:
+        """Whether the catalog holds nothing yet: no file or folder, no chunk."""
+        with self._db.read() as conn:
+            return self._tree.is_empty() and conn.scalar(select(func.count()).select_from(chunks)) == 0
 
     def rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every row of every table as (table, {column: value}), all from one consistent

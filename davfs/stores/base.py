@@ -16,6 +16,10 @@ from typing import Protocol, runtime_checkable
 from davfs.chunk import ChunkMeta
 from davfs.errors import StoreError, StoreFull
 
+FOREIGN = "message:"
+"""Locator prefix of bytes the store holds that davfs did not put there (a Telegram
+message ``davfs import`` took in): read as they are (never decrypted), never deleted."""
+
 
 @dataclass(frozen=True, slots=True)
 class StoreProperties:

@@ -49,7 +49,7 @@ from telethon import TelegramClient, errors, functions, types
 
 from davfs.chunk import FORMAT_BLAKE3, FORMAT_SHA256, ChunkMeta
 from davfs.errors import ChunkMissing, StoreError, StoreTimeout, StoreUnavailable
-from davfs.stores.base import StoreProperties
+from davfs.stores.base import FOREIGN, StoreProperties
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,7 @@ _CAPTION = re.compile(
     r"trailer=(?P<trailer>\d+) nonce=(?P<nonce>[0-9a-f]{16})$"
 )
 _HASH_NAMES = {FORMAT_SHA256: "sha256", FORMAT_BLAKE3: "blake3"}
-FOREIGN = "message:"
-"""Locator prefix of a document davfs did not post (``davfs import``): the chunk is the
-whole document, found by its message id. davfs reads such messages and never deletes
-them."""
+
 _RETRIABLE = (
     ConnectionError,
     OSError,
