@@ -254,3 +254,22 @@ def test_trash_empty_refuses_a_bad_age(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exited:
         cli(tmp_path / "data", "trash", "empty", "--older-than", "soon")
     assert exited.value.code == 2
+
+
+def test_a_restore_goes_into_the_folder_that_only_changed_case(start_server, tmp_path, capsys) -> None:
+    """Explorer renames Docs to docs; the file deleted from Docs comes back into docs
+    (a second folder differing only in case would be one Windows cannot tell apart)."""
+    data_dir = tmp_path / "data"
+    running = start_server(data_dir=data_dir)
+    assert requests.request("MKCOL", running.url + "Docs").status_code == 201
+    requests.put(running.url + "Docs/f.txt", data=b"f").raise_for_status()
+    assert requests.delete(running.url + "Docs/f.txt").status_code == 204
+    headers = {"Destination": running.url + "docs"}
+    assert requests.request("MOVE", running.url + "Docs", headers=headers).status_code == 201
+    running.stop()
+    assert cli(data_dir, "trash", "restore", "/Docs/f.txt") == 0
+    assert "restored /Docs/f.txt as /docs/f.txt" in capsys.readouterr().out
+    running = start_server(data_dir=data_dir)
+    assert requests.get(running.url + "docs/f.txt").content == b"f"
+    assert requests.request("PROPFIND", running.url + "Docs", headers={"Depth": "0"}).status_code == 404
+    running.stop()

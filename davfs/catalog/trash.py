@@ -23,7 +23,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from davfs.catalog import oplog
 from davfs.catalog.db import ROOT_ID, Database, batches, new_id
-from davfs.catalog.rows import NODE_BY_ID, check_name_for_windows, free_name, insert_node, node_of
+from davfs.catalog.rows import NODE_BY_ID, SAME_FOLD, check_name_for_windows, free_name, insert_node, node_of
 from davfs.catalog.schema import nodes, trash, versions
 from davfs.catalog.tree import delete_tree
 from davfs.errors import FolderNotEmpty, NotAllowed, NotFound
@@ -103,7 +103,7 @@ class Trash:
             segments = split_path(to if to is not None else row.path)
             if not segments:
                 raise NotAllowed("restoring over the root folder")
-            parent_id = _make_folders(conn, segments[:-1], windows=self._windows_names)
+            parent_id, folders = _make_folders(conn, segments[:-1], windows=self._windows_names)
             name = free_name(conn, parent_id, segments[-1], _restored)
             if self._windows_names:
                 check_name_for_windows(name)
@@ -114,7 +114,7 @@ class Trash:
             )
             conn.execute(delete(trash).where(trash.c.id == item_id))
             oplog.append(conn, oplog.Moved(row.node_id, parent_id, name))
-            return "/" + "/".join([*segments[:-1], name])
+            return "/" + "/".join([*folders, name])
 
     def empty(self, deleted_before: float | None = None) -> int:
         """Delete for good what went into the trash before ``deleted_before`` (None:
@@ -181,24 +181,28 @@ def _restored(attempt: int) -> str:
     return "restored" if attempt == 1 else f"restored {attempt}"
 
 
-def _make_folders(conn: Connection, segments: list[str], *, windows: bool) -> int:
-    """The folder at ``segments``, made (with its missing parents) if need be."""
+def _make_folders(conn: Connection, segments: list[str], *, windows: bool) -> tuple[int, list[str]]:
+    """The folder at ``segments``, made (with its missing parents) if need be: its id
+    and the names it has on the way."""
     parent_id = ROOT_ID
+    names: list[str] = []
     for name in segments:
-        row = conn.execute(
-            select(nodes.c.id, nodes.c.is_dir).where(nodes.c.parent_id == parent_id, nodes.c.name == name)
-        ).first()
-        if row is not None and row.is_dir:
-            parent_id = row.id
+        # The folder as it is now, also if only its case changed (Windows cannot tell).
+        same = conn.execute(SAME_FOLD, {"parent_id": parent_id, "fold": name.casefold()}).all()
+        folder = next((r for r in same if r.is_dir and r.name == name), None) or next(
+            (r for r in same if r.is_dir), None
+        )
+        if folder is not None:
+            parent_id = folder.id
+            names.append(folder.name)
             continue
-        if row is not None:
+        if same:
             name = free_name(conn, parent_id, name, _restored)  # a file took the folder's name
         if windows:
             check_name_for_windows(name)
         now = time.time()
-        parent_id_new = insert_node(
-            conn, parent_id, name, is_dir=True, version_id=None, created=now, modified=now
-        )
-        oplog.append(conn, oplog.NodeCreated(parent_id_new, parent_id, name, True, now, now))
-        parent_id = parent_id_new
-    return parent_id
+        made = insert_node(conn, parent_id, name, is_dir=True, version_id=None, created=now, modified=now)
+        oplog.append(conn, oplog.NodeCreated(made, parent_id, name, True, now, now))
+        parent_id = made
+        names.append(name)
+    return parent_id, names

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -39,6 +40,8 @@ from davfs.chunk import BLOCK_SIZES, FORMAT_BLAKE3, ChunkHasher, ChunkMeta
 from davfs.crypto import DriveKey
 from davfs.errors import IntegrityError, StoreError, WrongPassphrase
 from davfs.stores.base import FOREIGN, ChunkStore, store_error
+
+log = logging.getLogger(__name__)
 
 BLOCK = BLOCK_SIZES[FORMAT_BLAKE3]
 """Plaintext bytes per sealed block."""
@@ -174,8 +177,9 @@ class SealedStore:
                 continue
             try:
                 meta = self.record(locator, outer.size)
-            except (IntegrityError, ValueError) as exc:
-                raise IntegrityError(0, locator, "a chunk of this drive", f"not one ({exc})") from None
+            except (IntegrityError, ValueError) as exc:  # damaged, or another drive's
+                log.warning("object %s does not open with this drive's key (%s); skipped", locator, exc)
+                continue
             yield locator, meta
 
     def close(self) -> None:
