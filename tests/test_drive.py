@@ -8,11 +8,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import pytest
 import requests
 from sqlalchemy import event
 
+from davfs.catalog.db import LeanReader
 from davfs.catalog.dialect import WRITE
 from davfs.chunk import ChunkMeta, ChunkRef
 from davfs.cli import main as cli_main
@@ -110,16 +113,25 @@ def _first_chunk(running: RunningServer, name: str) -> str:
 
 @contextmanager
 def counted_statements(running: RunningServer) -> Iterator[list[str]]:
-    """Every SQL statement the catalog runs meanwhile, reads included."""
+    """Every SQL statement the catalog runs meanwhile, reads included (also the lean
+    path lookups, which bypass SQLAlchemy's events)."""
     statements: list[str] = []
-    engine = running.app.drive.catalog.db.engine
+    db = running.app.drive.catalog.db
+    engine = db.engine
 
     def on_execute(conn, cursor, statement, *_: object) -> None:
         statements.append(statement)
 
+    lean_first = LeanReader.first
+
+    def first(reader: LeanReader, statement: Any, params: dict[str, Any]) -> Any:
+        statements.append(db.compiled(statement)[0])
+        return lean_first(reader, statement, params)
+
     event.listen(engine, "before_cursor_execute", on_execute)
     try:
-        yield statements
+        with patch.object(LeanReader, "first", first):
+            yield statements
     finally:
         event.remove(engine, "before_cursor_execute", on_execute)
 

@@ -31,12 +31,28 @@ BATCH = 500
 _Key = TypeVar("_Key")
 
 
+class LeanReader:
+    """Runs prebuilt statements on one DBAPI cursor (see :meth:`Database.lean_read`)."""
+
+    def __init__(self, db: Database, cursor: Any) -> None:
+        self._db = db
+        self._cursor = cursor
+
+    def first(self, statement: Any, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        sql, positions = self._db.compiled(statement)
+        args = params if positions is None else [params[name] for name in positions]
+        self._cursor.execute(sql, args)
+        row: tuple[Any, ...] | None = self._cursor.fetchone()
+        return row
+
+
 class Database:
     """One catalog database: its engine, its schema brought up to date on open."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self._compiled: dict[Any, tuple[str, tuple[str, ...] | None]] = {}
         try:
             with schema_lock(self.engine):
                 schema.metadata.create_all(self.engine)
@@ -51,6 +67,42 @@ class Database:
     def read(self) -> Iterator[Connection]:
         with database_errors(), self.engine.connect() as conn:
             yield conn
+
+    @contextmanager
+    def lean_read(self) -> Iterator[LeanReader]:
+        """A read transaction on a pooled DBAPI connection, for the statements every
+        request runs (a path lookup): SQLAlchemy's execution around one small SELECT
+        costs about 0.1 ms, the statement itself 6 µs. Statements are compiled once."""
+        dbapi = self.engine.dialect.dbapi
+        try:
+            raw = self.engine.raw_connection()
+        except SQLAlchemyError as exc:
+            raise CatalogError(f"database error: {getattr(exc, 'orig', None) or exc}") from exc
+        cursor = raw.cursor()
+        explicit = self.engine.dialect.name == "sqlite"  # it runs in autocommit mode here (dialect.py)
+        try:
+            if explicit:
+                cursor.execute("BEGIN")
+            yield LeanReader(self, cursor)
+        except dbapi.Error as exc:  # type: ignore[union-attr]
+            raise CatalogError(f"database error: {exc}") from exc
+        finally:
+            try:
+                if explicit:
+                    cursor.execute("ROLLBACK")
+                cursor.close()
+            finally:
+                raw.close()  # back to the pool, which rolls back on other engines
+
+    def compiled(self, statement: Any) -> tuple[str, tuple[str, ...] | None]:
+        """The SQL text of ``statement`` for this engine, and the order of its
+        parameters (None: by name), compiled once."""
+        found = self._compiled.get(statement)
+        if found is None:
+            compiled = statement.compile(dialect=self.engine.dialect)
+            positions = tuple(compiled.positiontup) if compiled.positional else None
+            found = self._compiled[statement] = (str(compiled), positions)
+        return found
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -91,14 +91,14 @@ class Tree:
 
     def resolve(self, segments: Sequence[str]) -> Node | None:
         """The node at a path given as its segments (``[]`` is the root)."""
-        with self._db.read() as conn:
+        with self._db.lean_read() as reader:  # every request starts here
             if not segments:
-                return node_of(conn.execute(NODE_BY_ID, {"node_id": ROOT_ID}).first())
+                return node_of(reader.first(NODE_BY_ID, {"node_id": ROOT_ID}))
             parent_id, node = ROOT_ID, None
             for name in segments:
                 if node is not None and not node.is_dir:
                     return None
-                row = conn.execute(CHILD_BY_NAME, {"parent_id": parent_id, "name": name}).first()
+                row = reader.first(CHILD_BY_NAME, {"parent_id": parent_id, "name": name})
                 if row is None:
                     return None
                 node = node_of(row)
