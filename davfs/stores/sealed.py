@@ -25,6 +25,7 @@ that (a flipped byte, a swapped block, an object of another drive).
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -72,16 +74,23 @@ class SealedStore:
     # --- writing ---------------------------------------------------------------------
 
     def put(self, data: bytes | memoryview, meta: ChunkMeta) -> str:
-        fd, path = tempfile.mkstemp(prefix="seal-", suffix=".spool", dir=self.properties.spool_dir)
-        with os.fdopen(fd, "wb") as spool:
-            spool.write(data)
-        return self.put_file(path, meta)
+        return self._seal(io.BytesIO(data), meta)  # no plaintext copy on disk
 
     def put_file(self, path: str, meta: ChunkMeta) -> str:
+        try:
+            with open(path, "rb") as plain:
+                return self._seal(plain, meta)
+        except OSError as exc:
+            raise store_error(self.properties.name, exc) from exc
+        finally:
+            Path(path).unlink(missing_ok=True)
+
+    def _seal(self, plain: BinaryIO, meta: ChunkMeta) -> str:
+        """Seal the chunk read from ``plain`` into a spool file the inner store takes over."""
         fd, sealed_path = tempfile.mkstemp(prefix="sealed-", suffix=".spool", dir=self.properties.spool_dir)
         try:
             hasher = ChunkHasher(kind="data")
-            with open(path, "rb") as plain, os.fdopen(fd, "wb") as sealed:
+            with os.fdopen(fd, "wb") as sealed:
                 index = 0
                 while batch := plain.read(16 * BLOCK):
                     view = memoryview(batch)
@@ -100,12 +109,10 @@ class SealedStore:
                 tail = record + len(record).to_bytes(FOOTER, "big")
                 sealed.write(tail)
                 hasher.update(tail)
-            return self.inner.put_file(sealed_path, hasher.meta())
         except OSError as exc:
             Path(sealed_path).unlink(missing_ok=True)
             raise store_error(self.properties.name, exc) from exc
-        finally:
-            Path(path).unlink(missing_ok=True)
+        return self.inner.put_file(sealed_path, hasher.meta())
 
     def _nonce(self, chunk_hash: str, index: int) -> bytes:
         return hmac.new(self._nonce_key, f"{chunk_hash}/{index}".encode(), "sha256").digest()[:NONCE]
