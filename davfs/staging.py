@@ -39,7 +39,7 @@ from typing import TypeVar
 from davfs.chunk import BLOCK_SIZE, ChunkHasher, ChunkMeta, ChunkRef
 from davfs.errors import ChunkMissing, StagingFull, StoreError
 from davfs.snapshot import Extent
-from davfs.stores.base import ChunkStore, StoreProperties, store_error
+from davfs.stores.base import ChunkStore, StoreProperties, spool, store_error
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +89,7 @@ class StagingArea:
     # --- the ChunkStore protocol ------------------------------------------------------
 
     def put(self, data: bytes | memoryview, meta: ChunkMeta) -> str:
-        fd, spooled = tempfile.mkstemp(prefix="put-", suffix=".spool", dir=self._spool)
-        try:
-            with os.fdopen(fd, "wb", buffering=0) as out:
-                view = memoryview(data)
-                while view:
-                    view = view[out.write(view) or 0 :]
-        except OSError as exc:
-            os.unlink(spooled)
-            raise store_error("staging", exc) from exc
-        return self.put_file(spooled, meta)
+        return self.put_file(spool(data, self._spool, "staging"), meta)
 
     def put_file(self, path: str, meta: ChunkMeta) -> str:
         """Stage a spooled chunk: durable here, shipped later."""

@@ -9,8 +9,12 @@ files or paths; it keeps immutable chunks, each with its record
 from __future__ import annotations
 
 import errno
+import os
+import secrets
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from davfs.chunk import ChunkMeta
@@ -35,6 +39,38 @@ class StoreProperties:
     concurrency: int
     spool_dir: str | None = None
     content_addressed: bool = True
+
+
+def spool(data: bytes | memoryview, folder: str | Path, store: str) -> str:
+    """``data`` written to a new spool file in ``folder`` (for ``put`` to hand to
+    ``put_file``); its path."""
+    fd, spooled = tempfile.mkstemp(prefix="put-", suffix=".spool", dir=folder)
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as out:
+            view = memoryview(data)
+            while view:
+                view = view[out.write(view) or 0 :]
+    except OSError as exc:
+        os.unlink(spooled)
+        raise store_error(store, exc) from exc
+    return spooled
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically and durably with a file only its owner can read (a
+    login, a wrapped key, a passphrase)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def store_error(store: str, exc: OSError) -> StoreError:

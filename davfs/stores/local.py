@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from davfs.chunk import BLOCK_SIZE, FORMATS, ChunkHasher, ChunkMeta
 from davfs.errors import ChunkMissing, StoreError
-from davfs.stores.base import ChunkStore, StoreProperties, store_error
+from davfs.stores.base import ChunkStore, StoreProperties, spool, store_error
 
 _HEX = frozenset("0123456789abcdef")
 SPOOL_ABANDONED_AFTER = 3600.0
@@ -57,16 +56,7 @@ class LocalStore:
         return folder / f"{locator}.chunk", folder / f"{locator}.meta"
 
     def put(self, data: bytes | memoryview, meta: ChunkMeta) -> str:
-        fd, spooled = tempfile.mkstemp(prefix="put-", suffix=".spool", dir=self._spool)
-        try:
-            with os.fdopen(fd, "wb", buffering=0) as out:
-                view = memoryview(data)
-                while view:
-                    view = view[out.write(view) or 0 :]
-        except OSError as exc:
-            os.unlink(spooled)
-            raise store_error("local", exc) from exc
-        return self.put_file(spooled, meta)
+        return self.put_file(spool(data, self._spool, "local"), meta)
 
     def put_file(self, path: str, meta: ChunkMeta) -> str:
         spooled = Path(path)

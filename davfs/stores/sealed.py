@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from davfs.chunk import BLOCK_SIZES, FORMAT_BLAKE3, ChunkHasher, ChunkMeta
 from davfs.crypto import DriveKey
 from davfs.errors import IntegrityError, StoreError, WrongPassphrase
-from davfs.stores.base import FOREIGN, ChunkStore, store_error
+from davfs.stores.base import FOREIGN, ChunkStore, store_error, write_private_file
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +225,12 @@ def publish_key(store: ChunkStore, data_dir: Path, record: bytes) -> None:
     """Keep the wrapped key in the data folder and in the store (before any chunk the
     key seals, so the store never holds what it alone cannot open)."""
     store.put(record, ChunkMeta.of(record, kind=KEY_OBJECT))
-    _private_file(data_dir / KEY_FILE, record)
+    write_private_file(data_dir / KEY_FILE, record)
 
 
 def keep_key_record(data_dir: Path, record: bytes) -> None:
     if not (data_dir / KEY_FILE).is_file():
-        _private_file(data_dir / KEY_FILE, record)
+        write_private_file(data_dir / KEY_FILE, record)
 
 
 def stored_passphrase(data_dir: Path) -> str | None:
@@ -239,17 +239,7 @@ def stored_passphrase(data_dir: Path) -> str | None:
 
 
 def keep_passphrase(data_dir: Path, passphrase: str) -> None:
-    _private_file(data_dir / PASSPHRASE_FILE, passphrase.encode() + b"\n")
-
-
-def _private_file(path: Path, data: bytes) -> None:
-    temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_private_file(data_dir / PASSPHRASE_FILE, passphrase.encode() + b"\n")
 
 
 def change_passphrase(store: ChunkStore, data_dir: Path, old: str, new: str) -> int:
@@ -265,7 +255,7 @@ def change_passphrase(store: ChunkStore, data_dir: Path, old: str, new: str) -> 
     fresh = wrap(unwrap(record, old), new)
     fresh_meta = ChunkMeta.of(fresh, kind=KEY_OBJECT)
     store.put(fresh, fresh_meta)
-    _private_file(data_dir / KEY_FILE, fresh)
+    write_private_file(data_dir / KEY_FILE, fresh)
     if (data_dir / PASSPHRASE_FILE).is_file():
         keep_passphrase(data_dir, new)
     old_copies = [

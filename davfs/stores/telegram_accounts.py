@@ -13,7 +13,6 @@ Every session in the folder is used: a second account or a bot is added by runni
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 from collections.abc import Callable, Coroutine, Iterator
@@ -27,6 +26,7 @@ from telethon.sessions import StringSession
 
 from davfs.chunk import ChunkMeta
 from davfs.errors import ConfigError, StoreError
+from davfs.stores.base import write_private_file
 from davfs.stores.settings import TelegramSettings
 from davfs.stores.telegram import Account, EventLoopThread, TelegramStore
 
@@ -77,17 +77,10 @@ class SessionFile:
 
     def save(self) -> None:
         """Write atomically, readable by the owner only: the session is a login."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         text = json.dumps(
             {"kind": self.kind, "session": self.session, "channel": self.channel, "peer": self.peer}, indent=1
         )
-        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self.path)
+        write_private_file(self.path, text.encode("utf-8"))
 
 
 def session_files(data_dir: Path) -> list[Path]:
