@@ -532,30 +532,50 @@ class TelegramStore:
         not let bots page through history."""
         index = self._user_account("listing the channel")
         account = self._accounts[index]
-        after = 0
-        while page := self._patiently(functools.partial(self._chunk_messages_after, index, after)):
-            for message_id, size, trailer_length in page[0]:
-                trailer = self._patiently(
-                    functools.partial(self._read_document_bytes, index, message_id, size, trailer_length)
+        for message in self._messages(index):
+            parsed = parse_caption(message.message)
+            if parsed is None or message.media is None:
+                continue
+            _, size, trailer_length = parsed
+            trailer = self._patiently(
+                functools.partial(self._read_document_bytes, index, message.id, size, trailer_length)
+            )
+            try:
+                meta = ChunkMeta.from_dict(json.loads(trailer))
+            except (ValueError, KeyError) as exc:
+                log.warning(
+                    "message %d in %s has a damaged trailer (%s); skipped", message.id, account.name, exc
                 )
-                try:
-                    meta = ChunkMeta.from_dict(json.loads(trailer))
-                except (ValueError, KeyError) as exc:
-                    log.warning(
-                        "message %d in %s has a damaged trailer (%s); skipped", message_id, account.name, exc
-                    )
-                    continue
-                yield str(message_id), meta
-            after = page[1]
+                continue
+            yield str(message.id), meta
 
     def foreign_documents(self) -> Iterator[ForeignDocument]:
         """Every document in the channel that davfs did not post (no chunk caption):
         forwarded files, uploads from phones, another app's. Needs a user session."""
-        index = self._user_account("listing the channel")
+        for message in self._messages(self._user_account("listing the channel")):
+            document = getattr(message.media, "document", None)
+            if document is None or parse_caption(message.message) is not None:
+                continue
+            names = [
+                a.file_name for a in document.attributes if isinstance(a, types.DocumentAttributeFilename)
+            ]
+            yield ForeignDocument(message.id, int(document.size), names[0] if names else None, message.date)
+
+    def _messages(self, index: int) -> Iterator[Any]:
+        """Every message of the channel, oldest first, fetched 100 at a time; flood
+        waits are slept through (listing has no client waiting on it)."""
         after = 0
-        while page := self._patiently(functools.partial(self._foreign_after, index, after)):
-            yield from page[0]
-            after = page[1]
+        while page := self._patiently(functools.partial(self._page_after, index, after)):
+            yield from page
+            after = max(message.id for message in page)
+
+    async def _page_after(self, index: int, after: int) -> list[Any]:
+        account, pacer = self._accounts[index], self._pacers[index]
+        page = await pacer.call(
+            "list the channel",
+            lambda: account.client.get_messages(account.peer, limit=100, min_id=after, reverse=True),
+        )
+        return list(page or [])
 
     def file_hashes(self, locator: str, offset: int) -> list[tuple[int, int, bytes]]:
         """Telegram's own SHA-256 of consecutive ranges of a document from ``offset``
@@ -583,27 +603,6 @@ class TelegramStore:
             )
         return users[0]
 
-    async def _foreign_after(self, index: int, after: int) -> tuple[list[ForeignDocument], int] | None:
-        account, pacer = self._accounts[index], self._pacers[index]
-        page = await pacer.call(
-            "list the channel",
-            lambda: account.client.get_messages(account.peer, limit=100, min_id=after, reverse=True),
-        )
-        if not page:
-            return None
-        found = []
-        for message in page:
-            document = getattr(message.media, "document", None)
-            if document is None or parse_caption(message.message) is not None:
-                continue
-            names = [
-                a.file_name for a in document.attributes if isinstance(a, types.DocumentAttributeFilename)
-            ]
-            found.append(
-                ForeignDocument(message.id, int(document.size), names[0] if names else None, message.date)
-            )
-        return found, max(message.id for message in page)
-
     def _patiently(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run ``make()`` on the loop, sleeping through flood waits of any length."""
         for _ in range(self._retries * 4):
@@ -613,25 +612,6 @@ class TelegramStore:
                 log.info("telegram asks to wait %d s; recovery waits", exc.retry_after)
                 time.sleep(exc.retry_after)
         return self._loop.run(make(), self._timeout)
-
-    async def _chunk_messages_after(
-        self, index: int, after: int
-    ) -> tuple[list[tuple[int, int, int]], int] | None:
-        """The chunk messages among the next 100 messages after id ``after``, and the
-        last id of that page; None when there are no more."""
-        account, pacer = self._accounts[index], self._pacers[index]
-        page = await pacer.call(
-            "list the channel",
-            lambda: account.client.get_messages(account.peer, limit=100, min_id=after, reverse=True),
-        )
-        if not page:
-            return None
-        found = []
-        for message in page:
-            parsed = parse_caption(message.message)
-            if parsed is not None and message.media is not None:
-                found.append((message.id, parsed[1], parsed[2]))
-        return found, max(message.id for message in page)
 
     async def _read_document_bytes(self, index: int, message_id: int, offset: int, length: int) -> bytes:
         """Bytes [offset, offset+length) of a message's document (chunk or trailer), its
