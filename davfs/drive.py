@@ -81,6 +81,9 @@ class Drive:
             raise
         self.key_id: str | None = None
         """Which key encrypts the drive (None: it is not encrypted)."""
+        self.store_itself = backing
+        """The store below any encryption: where free space is measured and imported
+        messages are read as they are."""
         try:
             backing = self._sealed(backing)
         except BaseException:
@@ -234,13 +237,10 @@ class Drive:
 
     def _available_bytes(self) -> int | None:
         """Free space where the local store keeps its chunks (unknown for Telegram)."""
-        store = self.backing_store
-        if isinstance(store, SealedStore):
-            store = store.inner
-        if not isinstance(store, LocalStore):
+        if not isinstance(self.store_itself, LocalStore):
             return None
         try:
-            return shutil.disk_usage(store.root).free
+            return shutil.disk_usage(self.store_itself.root).free
         except OSError:
             return None
 

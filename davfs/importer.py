@@ -25,12 +25,13 @@ file already uses (davfs's chunks, the app's imported ones) are left alone, so i
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,7 @@ from davfs.errors import DavfsError, ImportFailed, StoreError
 from davfs.paths import split_path
 from davfs.snapshot import Extent
 from davfs.stores.base import FOREIGN
-from davfs.stores.sealed import SealedStore
-from davfs.stores.telegram import TelegramStore
+from davfs.stores.telegram import ForeignDocument, TelegramStore
 
 log = logging.getLogger(__name__)
 
@@ -108,44 +108,74 @@ def import_app_db(
     report = ImportReport(dry_run=dry_run)
     rows, problems = _read_rows(database)
     report.skipped += problems
-    folder_id = None if dry_run else _make_folder(drive, into)
-    for row in rows:
-        if drive.catalog.imports.done(row.source):
+    candidates = (
+        _Candidate(
+            row.name,
+            f"{row.name} (app row {row.id})",
+            row.source,
+            row.size,
+            row.mtime,
+            functools.partial(_fetch_and_check, store, row, report, progress),
+        )
+        for row in rows
+    )
+    _take_in(drive, candidates, into, report)
+    return report
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A file an import may create."""
+
+    name: str
+    where: str
+    """How the report names it."""
+    source: str
+    """What it is made of (the idempotence key)."""
+    size: int
+    mtime: float | None
+    fetch: Callable[[], list[Extent]]
+    """Its chunks, every byte checked (raises :class:`_Skip` or StoreError)."""
+
+
+def _take_in(drive: Drive, candidates: Iterable[_Candidate], into: str, report: ImportReport) -> None:
+    """Create every candidate not imported before whose bytes check out, in ``into``
+    (or, with ``report.dry_run``, only say so)."""
+    folder_id = None if report.dry_run else _make_folder(drive, into)
+    for candidate in candidates:
+        if drive.catalog.imports.done(candidate.source):
             report.already += 1
             continue
-        where = f"{row.name} (app row {row.id})"
         try:
-            extents = _fetch_and_check(store, row, report, progress)
-        except _Skip as skip:
-            report.skipped.append(f"{where}: {skip}")
+            extents = candidate.fetch()
+        except (_Skip, StoreError) as problem:
+            report.skipped.append(f"{candidate.where}: {problem}")
             continue
-        except StoreError as exc:
-            report.skipped.append(f"{where}: {exc}")
+        if folder_id is None:
+            report.imported.append(f"{into.rstrip('/')}/{candidate.name}")
             continue
-        if dry_run:
-            report.imported.append(f"{into.rstrip('/')}/{row.name}")
-            continue
-        assert folder_id is not None
         try:
             name = drive.catalog.imports.commit(
-                folder_id, row.name, stored=extents, size=row.size, mtime=row.mtime, source=row.source
+                folder_id,
+                candidate.name,
+                stored=extents,
+                size=candidate.size,
+                mtime=candidate.mtime,
+                source=candidate.source,
             )
         except DavfsError as exc:  # a name Windows cannot open, say
-            report.skipped.append(f"{where}: {exc}")
+            report.skipped.append(f"{candidate.where}: {exc}")
             continue
         if name is None:
             report.already += 1
         else:
             report.imported.append(f"{into.rstrip('/')}/{name}")
-    return report
 
 
 def _telegram(drive: Drive) -> TelegramStore | None:
     """The drive's Telegram store itself (the messages are read as they are, also on an
     encrypted drive: they were never davfs's to encrypt)."""
-    store = drive.backing_store
-    if isinstance(store, SealedStore):
-        store = store.inner
+    store = drive.store_itself
     return store if isinstance(store, TelegramStore) else None
 
 
@@ -254,53 +284,38 @@ def import_channel(
         raise ImportFailed("the channel", "there is none: set davfs.store to telegram")
     report = ImportReport(dry_run=dry_run)
     used = {
-        int(loc.removeprefix(FOREIGN))
-        for loc in drive.catalog.imports.chunk_locators()
-        if loc.removeprefix(FOREIGN).isdigit()
+        int(n)
+        for n in (loc.removeprefix(FOREIGN) for loc in drive.catalog.imports.chunk_locators())
+        if n.isdigit()
     }
-    folder_id = None if dry_run else _make_folder(drive, into)
-    for document in store.foreign_documents():
-        source = f"telegram messages {document.message_id}"
-        if drive.catalog.imports.done(source):
-            report.already += 1
-            continue
-        if document.message_id in used:
-            continue  # part of a file already: davfs's own chunk, or one of the app's
-        name = document.name or f"document {document.message_id}"
-        where = f"{name} (message {document.message_id})"
-        try:
-            chunk = _fetch_checked_by_telegram(store, document.locator, document.size, progress)
-        except (_Skip, StoreError) as problem:
-            report.skipped.append(f"{where}: {problem}")
-            continue
-        report.digests["telegram sha256"] += 1
-        if dry_run:
-            report.imported.append(f"{into.rstrip('/')}/{name}")
-            continue
-        assert folder_id is not None
-        try:
-            got = drive.catalog.imports.commit(
-                folder_id,
+
+    def candidates() -> Iterator[_Candidate]:
+        for document in store.foreign_documents():
+            source = f"telegram messages {document.message_id}"
+            if document.message_id in used and not drive.catalog.imports.done(source):
+                continue  # part of a file already: davfs's own chunk, or one of the app's
+            name = document.name or f"document {document.message_id}"
+            yield _Candidate(
                 name,
-                stored=[Extent.whole(chunk)],
-                size=document.size,
-                mtime=document.date.timestamp(),
-                source=source,
+                f"{name} (message {document.message_id})",
+                source,
+                document.size,
+                document.date.timestamp(),
+                functools.partial(_fetch_checked_by_telegram, store, document, report, progress),
             )
-        except DavfsError as exc:
-            report.skipped.append(f"{where}: {exc}")
-            continue
-        if got is None:
-            report.already += 1
-        else:
-            report.imported.append(f"{into.rstrip('/')}/{got}")
+
+    _take_in(drive, candidates(), into, report)
     return report
 
 
 def _fetch_checked_by_telegram(
-    store: TelegramStore, locator: str, size: int, progress: Callable[[int], object] | None
-) -> ChunkRef:
-    """The document as a chunk, every byte checked against Telegram's range hashes."""
+    store: TelegramStore,
+    document: ForeignDocument,
+    report: ImportReport,
+    progress: Callable[[int], object] | None,
+) -> list[Extent]:
+    """The document as one chunk, every byte checked against Telegram's range hashes."""
+    locator, size = document.locator, document.size
     ranges: list[tuple[int, int, bytes]] = []
     while not ranges or ranges[-1][0] + ranges[-1][1] < size:
         more = store.file_hashes(locator, ranges[-1][0] + ranges[-1][1] if ranges else 0)
@@ -326,7 +341,8 @@ def _fetch_checked_by_telegram(
             offset, length, digest = next(checking, (0, 0, b""))
         view.release()
         del held[:checked]
-    return ChunkRef(locator, ours.meta())
+    report.digests["telegram sha256"] += 1
+    return [Extent.whole(ChunkRef(locator, ours.meta()))]
 
 
 def _make_folder(drive: Drive, path: str) -> int:
