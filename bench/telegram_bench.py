@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from cheroot import wsgi  # noqa: E402
 
-from davfs.config import load_config  # noqa: E402
+from davfs.config import DavfsConfig, load_config  # noqa: E402
 from davfs.drive import Drive  # noqa: E402
 from davfs.manifest import recover  # noqa: E402
 from davfs.server import build_app, make_server  # noqa: E402
@@ -55,6 +55,7 @@ from davfs.stores.telegram_accounts import SESSION_FOLDER, SessionFile, open_tel
 from davfs.testing.telegram_fake import (  # noqa: E402
     DEFAULT_API_HASH,
     DEFAULT_API_ID,
+    FakeAccount,
     FakeChannel,
     FakeTelegram,
     FakeTelegramClient,
@@ -126,33 +127,18 @@ def server_on_fake(
     channel = fake.add_channel(
         "bench", username=f"bench_{random.randrange(10**9)}", admins={account: {"post", "delete"}}
     )
-    session = fake.authorized_session(account)
-    kind = "bot" if bot else "user"
-    SessionFile(
-        data_dir / SESSION_FOLDER / f"{kind}-bench.session",
-        kind,
-        session.save(),
-        f"@{channel.username}",
-        None,
-    ).save()
-    davfs = {
-        "store": "telegram",
-        "telegram": {
-            "channel": f"@{channel.username}",
-            "api_id": DEFAULT_API_ID,
-            "api_hash": DEFAULT_API_HASH,
-            "parallelism": 8 if parallel else 1,
+    config = signed_in_config(
+        fake,
+        account,
+        channel,
+        data_dir,
+        telegram={"parallelism": 8 if parallel else 1},
+        davfs={
+            "prefetch_blocks": 8 if parallel else 0,
+            "upload_in_flight": 2 if parallel else 1,
+            "write_back": write_back,
         },
-        "prefetch_blocks": 8 if parallel else 0,
-        "upload_in_flight": 2 if parallel else 1,
-        "write_back": write_back,
-    }
-    config_path = work / f"{data_dir.name}.yaml"
-    config_path.write_text(json.dumps({"davfs": davfs}))
-    config = load_config(
-        config_path,
-        environ={},
-        overrides={"data_dir": str(data_dir), "port": 0, "host": HOST, "anonymous": True},
+        overrides={"port": 0, "host": HOST, "anonymous": True},
     )
     assert config.telegram is not None
     store = open_telegram_store(config.telegram, config.data_dir, spool_dir=str(data_dir))
@@ -398,31 +384,40 @@ def explorer_copy(files: int, latency: float, bandwidth: float, budget: float) -
     return results
 
 
+def signed_in_config(
+    fake: FakeTelegram,
+    account: FakeAccount,
+    channel: FakeChannel,
+    data_dir: Path,
+    *,
+    telegram: dict[str, Any] | None = None,
+    davfs: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> DavfsConfig:
+    """A data folder signed in as ``account`` (a session file, as `davfs login` leaves
+    it) and the config of a Telegram drive on ``channel`` using it."""
+    kind = "bot" if account.is_bot else "user"
+    session = fake.authorized_session(account).save()
+    SessionFile(
+        data_dir / SESSION_FOLDER / f"{kind}-bench.session", kind, session, f"@{channel.username}", None
+    ).save()
+    settings = {"channel": f"@{channel.username}", "api_id": DEFAULT_API_ID, "api_hash": DEFAULT_API_HASH}
+    config_path = data_dir.with_suffix(".yaml")
+    config_path.write_text(
+        json.dumps(
+            {"davfs": {"store": "telegram", "telegram": {**settings, **(telegram or {})}, **(davfs or {})}}
+        )
+    )
+    return load_config(config_path, environ={}, overrides={"data_dir": str(data_dir), **(overrides or {})})
+
+
 def recovered_byte_exact(fake: FakeTelegram, channel: FakeChannel, bodies: list[bytes], work: Path) -> bool:
     """Forget the catalog and the staging area: ``recover`` from the channel alone (as a
     user: bots cannot read a channel's history), then read every file back verified."""
     data_dir = work / "recovered"
     user = fake.add_user(f"+1666{random.randrange(10**7):07d}")
     fake.set_admin(channel, user, {"post", "delete"})
-    SessionFile(
-        data_dir / SESSION_FOLDER / "user-recover.session",
-        "user",
-        fake.authorized_session(user).save(),
-        f"@{channel.username}",
-        None,
-    ).save()
-    davfs = {
-        "store": "telegram",
-        "telegram": {
-            "channel": f"@{channel.username}",
-            "api_id": DEFAULT_API_ID,
-            "api_hash": DEFAULT_API_HASH,
-        },
-        "write_back": False,
-    }
-    config_path = work / "recovered.yaml"
-    config_path.write_text(json.dumps({"davfs": davfs}))
-    config = load_config(config_path, environ={}, overrides={"data_dir": str(data_dir)})
+    config = signed_in_config(fake, user, channel, data_dir, davfs={"write_back": False})
     assert config.telegram is not None
     store = open_telegram_store(config.telegram, config.data_dir, spool_dir=str(data_dir))
     with Drive(config, store=store) as drive:

@@ -35,9 +35,9 @@ APP_CHUNK = 20_000_000
 """The app's chunk size: 20 MB, the last chunk of a file shorter."""
 
 
-def post_as_the_app(telegram: TelegramRig, chunks: list[bytes]) -> list[int]:
-    """Post each chunk as one document message, as the app did (a plain telethon client,
-    no davfs caption); their message ids."""
+def post_documents(telegram: TelegramRig, files: list[tuple[str, bytes]]) -> list[int]:
+    """Documents sent into the channel the way the app, a phone or a forward does (a
+    plain telethon client, named, no davfs caption); their message ids."""
 
     async def post() -> list[int]:
         client = telegram.fake.client(telegram.user)
@@ -45,16 +45,20 @@ def post_as_the_app(telegram: TelegramRig, chunks: list[bytes]) -> list[int]:
         try:
             channel = await client.get_input_entity(CHANNEL)
             ids = []
-            for number, data in enumerate(chunks):
+            for name, data in files:
                 upload = io.BytesIO(data)
-                upload.name = f"part{number}.bin"
-                message = await client.send_file(channel, upload, force_document=True)
-                ids.append(message.id)
+                upload.name = name
+                ids.append((await client.send_file(channel, upload, force_document=True)).id)
             return ids
         finally:
             await client.disconnect()
 
     return asyncio.run(post())
+
+
+def post_as_the_app(telegram: TelegramRig, chunks: list[bytes]) -> list[int]:
+    """Each chunk as one document message, as the app posted them."""
+    return post_documents(telegram, [(f"part{number}.bin", data) for number, data in enumerate(chunks)])
 
 
 class AppDatabase:
@@ -245,26 +249,6 @@ def test_import_needs_the_telegram_store_and_says_so(
     assert "set davfs.store to telegram" in capsys.readouterr().err
 
 
-def post_from_a_phone(telegram: TelegramRig, files: list[tuple[str, bytes]]) -> list[int]:
-    """Documents sent into the channel by hand (a phone, a forward): named, no caption."""
-
-    async def post() -> list[int]:
-        client = telegram.fake.client(telegram.user)
-        await client.connect()
-        try:
-            channel = await client.get_input_entity(CHANNEL)
-            ids = []
-            for name, data in files:
-                upload = io.BytesIO(data)
-                upload.name = name
-                ids.append((await client.send_file(channel, upload, force_document=True)).id)
-            return ids
-        finally:
-            await client.disconnect()
-
-    return asyncio.run(post())
-
-
 PHONE = [
     ("Urlaub am Meer.jpg", os.urandom(3 * 1024 * 1024 + 777)),  # Telegram's range hashes come in pages
     ("Vertrag.pdf", b"%PDF-1.7 signed" * 3000),
@@ -283,8 +267,8 @@ def test_documents_davfs_did_not_post_come_in_by_name_and_date(
     running.ship()  # davfs's own chunk messages: never imported
     import_app_db(drive, db.path)  # the app's chunks are parts of files, taken in first
     posted_at = time.time()
-    phone_ids = post_from_a_phone(telegram, PHONE)
-    broken = post_from_a_phone(telegram, [("kaputt.bin", os.urandom(300_000))])[0]
+    phone_ids = post_documents(telegram, PHONE)
+    broken = post_documents(telegram, [("kaputt.bin", os.urandom(300_000))])[0]
 
     store = drive.backing_store
     real_get = store.get
