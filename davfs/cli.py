@@ -349,6 +349,13 @@ def _change_passphrase(config: DavfsConfig, _args: argparse.Namespace) -> int:
         removed = change_passphrase(store, config.data_dir, old, new)
     finally:
         store.close()
+    if removed is None:
+        print(
+            "the drive key is wrapped under the new passphrase here and in the store; the store "
+            "cannot be listed with this session, so copies under the old passphrase stay there: "
+            "delete the older davfs key messages by hand"
+        )
+        return 1
     print(f"the drive key is wrapped under the new passphrase ({removed} copies under the old one deleted)")
     return 0
 

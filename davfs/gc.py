@@ -151,7 +151,7 @@ def _dry_run(
     cutoff = time.time() - grace
     if retention is not None and retention.trash_days:
         expiry = time.time() - retention.trash_days * 86400
-        report.trash_expired = sum(1 for item in catalog.trash.items() if item.deleted_at < expiry)
+        report.trash_expired = catalog.trash.count(deleted_before=expiry)
     report.deleted, report.versions_dropped, report.uploads_abandoned = catalog.gc.collectable(
         cutoff, retention
     )

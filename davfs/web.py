@@ -41,7 +41,8 @@ class UndoPages(BaseMiddleware):  # type: ignore[misc]
         self._key: bytes | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        query = parse_qs(environ.get("QUERY_STRING", ""))
+        query_string = environ.get("QUERY_STRING", "")
+        query = parse_qs(query_string) if "davfs=" in query_string else {}  # every request passes here
         view = (query.get("davfs") or [""])[0]
         method = environ["REQUEST_METHOD"]
         if view not in VIEWS or method not in ("GET", "HEAD", "POST"):

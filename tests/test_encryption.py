@@ -279,3 +279,28 @@ def test_telegram_recover_needs_the_channel_and_the_passphrase_alone(
     )
     for path, data in FILES.items():
         assert requests.get(running.url + quote(path)).content == data
+
+
+def test_a_passphrase_change_says_so_when_old_copies_cannot_be_listed(
+    start_server: Callable[..., RunningServer], tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A bot session cannot list a channel: the key is re-wrapped, and the command says
+    the copies under the old passphrase stay (exit 1) instead of failing halfway."""
+    from davfs.errors import StoreError
+    from davfs.stores.local import LocalStore
+
+    data_dir = tmp_path / "data"
+    start_server(data_dir=data_dir, **SEALED).stop()
+
+    def cannot_list(self: LocalStore) -> Iterator[object]:
+        raise StoreError("local", "listing the channel needs a user session")
+
+    monkeypatch.setattr(LocalStore, "iter_chunks", cannot_list)
+    monkeypatch.setenv("DAVFS_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("DAVFS_NEW_PASSPHRASE", "a much better passphrase")
+    capsys.readouterr()
+    assert cli(data_dir, "passphrase") == 1
+    assert "copies under the old passphrase stay there" in capsys.readouterr().out
+    monkeypatch.undo()
+    monkeypatch.setenv("DAVFS_PASSPHRASE", "a much better passphrase")
+    assert cli(data_dir, "ls") == 0  # the data folder's copy is the new one

@@ -130,6 +130,14 @@ class Trash:
                 conn.execute(delete(trash).where(trash.c.id.in_(batch)))
         return len(rows)
 
+    def count(self, deleted_before: float) -> int:
+        """How many items went into the trash before ``deleted_before``."""
+        with self._db.read() as conn:
+            found = conn.scalar(
+                select(func.count()).select_from(trash).where(trash.c.deleted_at < deleted_before)
+            )
+        return int(found or 0)
+
     def held_bytes(self) -> int:
         """Bytes of the current versions of every file in the trash."""
         with self._db.read() as conn:

@@ -242,11 +242,12 @@ def keep_passphrase(data_dir: Path, passphrase: str) -> None:
     write_private_file(data_dir / PASSPHRASE_FILE, passphrase.encode() + b"\n")
 
 
-def change_passphrase(store: ChunkStore, data_dir: Path, old: str, new: str) -> int:
+def change_passphrase(store: ChunkStore, data_dir: Path, old: str, new: str) -> int | None:
     """Wrap the drive key under a new passphrase: here, and in the store, where the
     copies wrapped under the old one are deleted (else the old passphrase would still
-    open the drive from the store). Returns how many old copies were deleted. The key
-    itself, and so every chunk, stays as it is."""
+    open the drive from the store). Returns how many old copies were deleted, or None
+    if the store cannot be listed (a bot session): they stay. The key itself, and so
+    every chunk, stays as it is."""
     from davfs.crypto import unwrap, wrap
 
     record = key_record(store, data_dir)
@@ -258,11 +259,15 @@ def change_passphrase(store: ChunkStore, data_dir: Path, old: str, new: str) -> 
     write_private_file(data_dir / KEY_FILE, fresh)
     if (data_dir / PASSPHRASE_FILE).is_file():
         keep_passphrase(data_dir, new)
-    old_copies = [
-        locator
-        for locator, meta in store.iter_chunks()
-        if meta.kind == KEY_OBJECT and meta.chunk_hash != fresh_meta.chunk_hash
-    ]
+    try:
+        old_copies = [
+            locator
+            for locator, meta in store.iter_chunks()
+            if meta.kind == KEY_OBJECT and meta.chunk_hash != fresh_meta.chunk_hash
+        ]
+    except StoreError as exc:
+        log.warning("the copies of the key under the old passphrase stay in the store: %s", exc)
+        return None
     for locator in old_copies:
         store.delete(locator)
     return len(old_copies)
