@@ -370,3 +370,43 @@ def test_kill_9_during_staging_sealing_and_shipping_loses_nothing_acknowledged(
         assert fsck(catalog, store, verify=True).lines() == []
     finally:
         catalog.close()
+
+
+def test_what_the_format_1_code_left_staged_ships_and_reads_after_the_upgrade(
+    start_server: Start, tmp_path: Path, monkeypatch
+) -> None:
+    """The release before chunk format 2 staged chunks and packs hashed in format 1 (SHA-256,
+    1 MiB blocks). A machine upgraded with some of that still waiting, one pack left open
+    by a process that died, ships it as it was hashed, next to new format-2 packs."""
+    from davfs import chunk
+    from davfs.staging import Packer
+
+    data_dir = tmp_path / "data"
+    monkeypatch.setattr(chunk, "CURRENT_FORMAT", chunk.FORMAT_SHA256)  # as the earlier code wrote
+    monkeypatch.setattr("davfs.shipper.Shipper.run_once", lambda self: False)  # nothing ships yet
+    monkeypatch.setattr(Packer, "seal_now", lambda self: None)  # the process dies with its pack open
+    old = start_server(data_dir=data_dir, chunk_size="1MiB")
+    before = {f"old{i}.txt": os.urandom(1000 + i) for i in range(3)} | {"old.bin": os.urandom(MiB + 17)}
+    for name, data in before.items():
+        requests.put(old.url + name, data=data).raise_for_status()
+    old.stop()
+    catalog = Catalog(f"sqlite:///{data_dir / 'catalog.sqlite'}")
+    try:
+        assert set(catalog.staging.open_packs().values()) == {(chunk.FORMAT_SHA256, MiB)}
+        assert {c.meta.format for c in catalog.staging.all_waiting()} == {chunk.FORMAT_SHA256}
+    finally:
+        catalog.close()
+    monkeypatch.undo()
+
+    monkeypatch.setattr("davfs.shipper.PACK_AGE", 0.01)  # the open pack is old: its process died
+    new = start_server(data_dir=data_dir, chunk_size="1MiB")
+    after = {f"new{i}.txt": os.urandom(2000 + i) for i in range(3)}
+    for name, data in after.items():
+        requests.put(new.url + name, data=data).raise_for_status()
+    new.ship()
+    assert staged(new) == 0 and not new.app.drive.catalog.staging.open_packs()
+    formats = {c.meta.format for c, _ in new.app.drive.catalog.fsck.referenced_chunks()}
+    assert formats == {chunk.FORMAT_SHA256, chunk.FORMAT_BLAKE3}
+    for name, data in {**before, **after}.items():
+        assert requests.get(new.url + name).content == data, name
+    assert fsck(new.app.drive.catalog, new.app.drive.store, verify=True).lines() == []
