@@ -273,3 +273,25 @@ def test_a_restore_goes_into_the_folder_that_only_changed_case(start_server, tmp
     assert requests.get(running.url + "docs/f.txt").content == b"f"
     assert requests.request("PROPFIND", running.url + "Docs", headers={"Depth": "0"}).status_code == 404
     running.stop()
+
+
+def test_the_trash_counts_in_the_quota_and_in_status(start_server, tmp_path, capsys) -> None:
+    data_dir = tmp_path / "data"
+    running = start_server(data_dir=data_dir)
+    requests.put(running.url + "kept.bin", data=b"k" * 3000).raise_for_status()
+    requests.put(running.url + "binned.bin", data=b"b" * 5000).raise_for_status()
+    assert requests.delete(running.url + "binned.bin").status_code == 204
+    running.stop()
+    running = start_server(data_dir=data_dir)  # a fresh quota figure
+    body = requests.request(
+        "PROPFIND",
+        running.url,
+        headers={"Depth": "0"},
+        data='<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:quota-used-bytes/></D:prop></D:propfind>',
+    ).text
+    assert ">8000<" in body
+    running.stop()
+    capsys.readouterr()
+    assert cli(data_dir, "status") == 0
+    out = capsys.readouterr().out
+    assert "files:    2.9 KiB stored" in out and "trash:    4.9 KiB" in out, out

@@ -60,7 +60,6 @@ class SealedStore:
 
     def __init__(self, inner: ChunkStore, key: DriveKey) -> None:
         self.inner = inner
-        self.key = key
         self._data_key = AESGCM(key.derive(b"davfs chunk data"))
         self._nonce_key = key.derive(b"davfs chunk nonce")
         self._record_key = AESGCM(key.derive(b"davfs chunk record"))
